@@ -1,0 +1,1 @@
+"""Blocking device adapters (GNSS, OBD-II, GPIO) that emit the project's own samples."""
