@@ -191,6 +191,207 @@ class ReportSection:
     )
 
 
+_TABLE = "ARCHITECTURE.md event table"
+
+
+@dataclass(frozen=True, slots=True)
+class MotionDetectSection:
+    obd_speed_max_age_s: float = _opt(
+        2.5,
+        "OBD speed older than this is stale; GNSS speed is used instead (fusion)",
+        min=0.1,
+        max=60.0,
+    )
+    gnss_max_hdop: float = _opt(
+        5.0,
+        "GNSS speed and position are used only at or below this HDOP (fix-quality gate)",
+        min=0.5,
+        max=99.0,
+    )
+    max_jump_m: float = _opt(
+        30.0,
+        "a fix further than speed*dt plus this from the last one is a multipath jump and rejected",
+        min=1.0,
+        max=10000.0,
+    )
+    stationary_obd_kmh: float = _opt(
+        2.0, f"stationary below this OBD speed ({_TABLE}, idle)", min=0.0, max=50.0
+    )
+    stationary_gnss_kmh: float = _opt(
+        5.0, f"stationary below this GNSS speed ({_TABLE}, idle)", min=0.0, max=50.0
+    )
+    max_integration_gap_s: float = _opt(
+        5.0,
+        "distance and fuel are not integrated across sample gaps longer than this",
+        min=0.5,
+        max=600.0,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class IgnitionDetectSection:
+    rpm_fallback: bool = _opt(True, f"without GPIO ignition samples, RPM > 0 means on ({_TABLE})")
+    voltage_on_v: float = _opt(
+        13.2,
+        f"without GPIO or RPM, adapter voltage above this means on ({_TABLE})",
+        min=6.0,
+        max=16.0,
+    )
+    voltage_on_s: float = _opt(
+        3.0, f"the voltage must hold this long ({_TABLE})", min=0.0, max=600.0
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TripDetectSection:
+    start_speed_kmh: float = _opt(
+        5.0, f"trip starts above this speed with ignition on ({_TABLE})", min=0.0, max=100.0
+    )
+    start_distance_m: float = _opt(
+        200.0, f"or after this distance moved with ignition on ({_TABLE})", min=0.0, max=100000.0
+    )
+    end_ignition_off_s: float = _opt(
+        60.0,
+        f"trip ends after ignition off this long; shorter offs do not split ({_TABLE})",
+        min=0.0,
+        max=86400.0,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class IdleDetectSection:
+    min_s: float = _opt(
+        120.0, f"engine running and stationary this long is idling ({_TABLE})", min=1.0, max=86400.0
+    )
+    end_moving_s: float = _opt(
+        10.0, f"idling ends after moving this long ({_TABLE})", min=0.0, max=600.0
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class HarshDetectSection:
+    accel_mps2: float = _opt(
+        2.5, f"harsh acceleration at or above this ({_TABLE})", min=0.5, max=20.0
+    )
+    brake_mps2: float = _opt(
+        -3.0, f"harsh braking at or below this ({_TABLE})", min=-20.0, max=-0.5
+    )
+    brake_bands_mps2: tuple[float, ...] = _opt(
+        (-3.0, -4.0, -5.0), f"braking severity bands 1/2/3: peak at or below each ({_TABLE})"
+    )
+    min_duration_s: float = _opt(
+        0.5, f"the acceleration must hold this long ({_TABLE})", min=0.0, max=10.0
+    )
+    min_speed_kmh: float = _opt(
+        10.0, f"harsh accel/brake only at or above this speed ({_TABLE})", min=0.0, max=200.0
+    )
+    turn_mps2: float = _opt(
+        3.0, f"harsh turn: lateral v*dheading/dt at or above this ({_TABLE})", min=0.5, max=20.0
+    )
+    turn_min_speed_kmh: float = _opt(
+        30.0, f"harsh turns only at or above this speed ({_TABLE})", min=0.0, max=200.0
+    )
+    turn_max_hdop: float = _opt(
+        2.0, f"harsh turns only from fixes at or below this HDOP ({_TABLE})", min=0.5, max=99.0
+    )
+    accel_window_s: float = _opt(
+        1.0,
+        "acceleration = least-squares slope of speed over this window (smooths OBD's 1 km/h steps)",
+        min=0.05,
+        max=10.0,
+    )
+    evidence_before_s: float = _opt(
+        5.0, "evidence window before a driving event", min=0.0, max=60.0
+    )
+    evidence_after_s: float = _opt(3.0, "evidence window after a driving event", min=0.0, max=60.0)
+
+
+@dataclass(frozen=True, slots=True)
+class SpeedingDetectSection:
+    limit_kmh: float = _opt(
+        100.0, "global speed limit; geofences may set lower or higher ones", min=1.0, max=300.0
+    )
+    min_s: float = _opt(
+        10.0, f"above the limit this long is speeding ({_TABLE})", min=0.0, max=3600.0
+    )
+    hysteresis_kmh: float = _opt(
+        5.0, f"speeding ends below limit minus this ({_TABLE})", min=0.0, max=100.0
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class GeofenceDetectSection:
+    confirm_fixes: int = _opt(
+        3, f"consecutive fixes on the other side to enter/exit ({_TABLE})", min=1, max=100
+    )
+    max_segment_s: float = _opt(
+        5.0,
+        "fixes further apart than this are not joined into a segment to check",
+        min=0.1,
+        max=600.0,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StopDetectSection:
+    min_s: float = _opt(
+        180.0, f"stationary this long is a delivery stop ({_TABLE})", min=1.0, max=86400.0
+    )
+    end_moving_s: float = _opt(
+        3.0, "a stop ends after moving this long (ignores creeping)", min=0.0, max=600.0
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LinkDetectSection:
+    lost_s: float = _opt(
+        10.0, f"link or fix lost this long is reported ({_TABLE})", min=0.0, max=3600.0
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SupplyDetectSection:
+    low_fuel_pct: float = _opt(10.0, f"fuel level below this is low ({_TABLE})", min=0.0, max=100.0)
+    low_fuel_confirm_s: float = _opt(
+        20.0, "fuel level must stay low this long (tank sloshing)", min=0.0, max=3600.0
+    )
+    low_fuel_rearm_pct: float = _opt(
+        15.0, "low fuel re-arms above this level (refuelled)", min=0.0, max=100.0
+    )
+    low_battery_v: float = _opt(
+        12.3, f"adapter voltage at or below this with engine off ({_TABLE})", min=6.0, max=16.0
+    )
+    low_battery_s: float = _opt(
+        180.0, f"for this long is low battery ({_TABLE})", min=0.0, max=86400.0
+    )
+    low_battery_rearm_v: float = _opt(
+        12.6, "low battery re-arms above this voltage or on engine start", min=6.0, max=16.0
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DetectSection:
+    geofences_file: str = _opt("", "GeoJSON file of geofences (circles and polygons); empty = none")
+    motion: MotionDetectSection = _section(
+        MotionDetectSection, "speed fusion and fix-quality gates"
+    )
+    ignition: IgnitionDetectSection = _section(IgnitionDetectSection, "ignition_on / ignition_off")
+    trip: TripDetectSection = _section(TripDetectSection, "trip_start / trip_end")
+    idle: IdleDetectSection = _section(IdleDetectSection, "idle_start / idle_end")
+    harsh: HarshDetectSection = _section(
+        HarshDetectSection, "harsh_accel / harsh_brake / harsh_turn"
+    )
+    speeding: SpeedingDetectSection = _section(
+        SpeedingDetectSection, "speeding_start / speeding_end"
+    )
+    geofence: GeofenceDetectSection = _section(
+        GeofenceDetectSection, "geofence_enter / geofence_exit"
+    )
+    stop: StopDetectSection = _section(StopDetectSection, "stop_start / stop_end")
+    link: LinkDetectSection = _section(LinkDetectSection, "gnss_lost / obd_lost and regained")
+    supply: SupplyDetectSection = _section(SupplyDetectSection, "low_fuel / low_battery")
+
+
 @dataclass(frozen=True, slots=True)
 class HealthSection:
     interval_s: float = _opt(300.0, "publish a health record this often", min=5.0, max=86400.0)
@@ -207,6 +408,7 @@ class Config:
     spool: SpoolSection = _section(SpoolSection, "store-and-forward spool")
     report: ReportSection = _section(ReportSection, "position reporting")
     health: HealthSection = _section(HealthSection, "health records")
+    detect: DetectSection = _section(DetectSection, "event detection")
     source: str = field(default="", compare=False, metadata={"internal": True})
 
     def digest(self) -> str:
