@@ -124,7 +124,9 @@ class OBDSection:
     fuel_type: str = _opt(
         "diesel", "fuel burned, for MAF-derived fuel rate", choices=("petrol", "diesel", "lpg")
     )
-    displacement_l: float = _opt(2.0, "engine displacement, for speed-density fuel rate", min=0.1, max=20.0)
+    displacement_l: float = _opt(
+        2.0, "engine displacement, for speed-density fuel rate", min=0.1, max=20.0
+    )
     volumetric_efficiency: float = _opt(
         0.85, "volumetric efficiency, for speed-density fuel rate", min=0.1, max=1.5
     )
@@ -158,7 +160,10 @@ class IgnitionSection:
     debounce_s: float = _opt(2.0, "level must hold this long to count", min=0.0, max=60.0)
     power_hold_pin: int = _opt(-1, "BCM GPIO that keeps the Pi powered; -1 = none", min=-1, max=511)
     power_hold_release_s: float = _opt(
-        60.0, "after ignition off and a flushed spool, release power-hold after this", min=0.0, max=86400.0
+        60.0,
+        "after ignition off and a flushed spool, release power-hold after this",
+        min=0.0,
+        max=86400.0,
     )
     led_pin: int = _opt(-1, "BCM GPIO of a status LED; -1 = none", min=-1, max=511)
 
@@ -167,7 +172,8 @@ class IgnitionSection:
 class SpoolSection:
     flush_interval_s: float = _opt(
         10.0,
-        "positions wait in memory at most this long before one commit (the bound on loss at a power cut)",
+        "positions wait in memory at most this long before one commit"
+        " (the bound on loss at a power cut)",
         min=0.0,
         max=600.0,
     )
@@ -176,15 +182,21 @@ class SpoolSection:
         64 * 1024 * 1024, "spool size bound; oldest position batches are evicted first", min=65536
     )
     encoding: str = _opt(
-        "json", "position batch encoding: json or zlib (compressed columns)", choices=("json", "zlib")
+        "json",
+        "position batch encoding: json or zlib (compressed columns)",
+        choices=("json", "zlib"),
     )
 
 
 @dataclass(frozen=True, slots=True)
 class ReportSection:
     moving_interval_s: float = _opt(10.0, "moving: report at least this often", min=0.0, max=3600.0)
-    moving_distance_m: float = _opt(100.0, "moving: report after this distance", min=0.0, max=100000.0)
-    heading_change_deg: float = _opt(15.0, "moving: report on this heading change", min=0.0, max=180.0)
+    moving_distance_m: float = _opt(
+        100.0, "moving: report after this distance", min=0.0, max=100000.0
+    )
+    heading_change_deg: float = _opt(
+        15.0, "moving: report on this heading change", min=0.0, max=180.0
+    )
     stopped_interval_s: float = _opt(300.0, "stopped: report this often", min=0.0, max=86400.0)
     min_interval_s: float = _opt(
         1.0, "never report more often than this; 0 = report every fix", min=0.0, max=3600.0
@@ -512,7 +524,8 @@ def _build(cls: type[T], data: Any, source: str, prefix: str) -> T:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: key {where!r}: expected a table, got {_kind(data)}")
     hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}  # type: ignore[arg-type]
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    known = {f.name: f for f in fields if not f.metadata.get("internal")}
     unknown = sorted(set(data) - set(known))
     if unknown:
         key = prefix + unknown[0]
@@ -591,4 +604,6 @@ def _close_match(word: str, options: list[str]) -> str:
     import difflib
 
     best = difflib.get_close_matches(word, options, n=1)
-    return f" (did you mean {best[0]!r}?)" if best else f" (known keys: {', '.join(sorted(options))})"
+    if best:
+        return f" (did you mean {best[0]!r}?)"
+    return f" (known keys: {', '.join(sorted(options))})"

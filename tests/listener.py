@@ -45,7 +45,9 @@ class Listener:
         if not self._subscribed.wait(10):
             raise RuntimeError(f"listener could not subscribe on {host}:{port}")
 
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any
+    ) -> None:
         client.subscribe(self._topic, qos=1)
         self._subscribed.set()
 

@@ -1,0 +1,181 @@
+"""Pipeline: samples in, messages out; the one thread that runs detectors and feeds the spool."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from agent.encoder import Encoder, Lane, Message
+from agent.events import Detector, Event
+from agent.reporter import PositionReporter
+from agent.timebase import TimeBase
+from drivers.samples import Sample
+
+logger = logging.getLogger(__name__)
+
+
+class NullDetector:
+    """A detector that detects nothing (used where detection is switched off)."""
+
+    def feed(self, sample: Sample) -> list[Event]:
+        return []
+
+
+class PipelineCore:
+    """The deterministic heart shared by the daemon and ``replay``.
+
+    ``handle`` runs one sample through the detectors and the reporter and returns the messages
+    to commit: events at once, positions in batches of up to ``max_batch_records`` once the
+    oldest waiting position is ``flush_interval_s`` old (in sample time) or the batch is full.
+    The newest position also comes out at once on the ``live`` lane.
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        detector: Detector,
+        reporter: PositionReporter,
+        timebase: TimeBase,
+        *,
+        flush_interval_s: float,
+        max_batch_records: int,
+    ) -> None:
+        self.encoder = encoder
+        self.detector = detector
+        self.reporter = reporter
+        self.timebase = timebase
+        self.flush_interval_s = flush_interval_s
+        self.max_batch_records = max_batch_records
+        self._pending: list[dict[str, Any]] = []
+        self._pending_since: float | None = None
+        self._last_ts = 0.0
+        self.samples_seen = 0
+        self.events_seen = 0
+
+    def handle(self, sample: Sample) -> list[Message]:
+        self.samples_seen += 1
+        self.timebase.observe(sample)
+        self._last_ts = max(self._last_ts, sample.ts_mono)
+        out: list[Message] = []
+        for event in self.detector.feed(sample):
+            self.events_seen += 1
+            out.append(self.encoder.event(event))
+        for pos in self.reporter.feed(sample):
+            record = self.encoder.position_record(pos)
+            if not self._pending:
+                self._pending_since = pos.ts_mono
+            self._pending.append(record)
+            out.append(self._live(record))
+            if len(self._pending) >= self.max_batch_records:
+                out.extend(self.flush())
+        out.extend(self.tick(sample.ts_mono))
+        return out
+
+    def tick(self, now_mono: float) -> list[Message]:
+        """Flush positions that have waited long enough; call this also when no samples come."""
+        since = self._pending_since
+        if self._pending and since is not None and now_mono - since >= self.flush_interval_s:
+            return self.flush()
+        return []
+
+    def flush(self, now_mono: float | None = None) -> list[Message]:
+        if not self._pending:
+            return []
+        batch = self.encoder.position_batch(self._pending, historical=False)
+        self._pending = []
+        self._pending_since = None
+        return [batch]
+
+    @property
+    def pending_positions(self) -> int:
+        return len(self._pending)
+
+    def _live(self, record: dict[str, Any]) -> Message:
+        payload = dict(record)
+        payload.pop("reason", None)
+        payload.update(
+            schema="live/1",
+            device_id=self.encoder.identity.device_id,
+            boot_id=self.encoder.identity.boot_id,
+            time_source=record.get("time_source", "gnss"),
+        )
+        return Message(self.encoder.identity.topic("live"), payload, Lane.LIVE, retain=True)
+
+
+class PipelineThread:
+    """Owns the samples queue and runs :class:`PipelineCore` on one thread.
+
+    Commands from the broker are applied here too (``submit``), so detectors and configuration
+    never see two threads.
+    """
+
+    def __init__(
+        self,
+        core: PipelineCore,
+        commit: Callable[[list[Message]], None],
+        clock_mono: Callable[[], float],
+        *,
+        queue_size: int = 10000,
+    ) -> None:
+        self.core = core
+        self._commit = commit
+        self._clock_mono = clock_mono
+        self.samples: queue.Queue[Sample | Callable[[], None]] = queue.Queue(queue_size)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pipeline", daemon=True)
+        self.last_progress = time.monotonic()
+        self.dropped_samples = 0
+        self.errors = 0
+
+    def emit(self, sample: Sample) -> None:
+        """Called from driver threads. Never blocks a driver: a full queue drops and counts."""
+        try:
+            self.samples.put_nowait(sample)
+        except queue.Full:
+            self.dropped_samples += 1
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the pipeline thread (commands, reloads)."""
+        self.samples.put(fn)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 3.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout_s)
+        # Whatever positions still wait in memory are committed on the way down.
+        self._commit(self.core.flush())
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.last_progress = time.monotonic()
+            try:
+                item = self.samples.get(timeout=0.5)
+            except queue.Empty:
+                self._guarded(lambda: self._commit(self.core.tick(self._clock_mono())))
+                continue
+            if callable(item):
+                self._guarded(item)
+            else:
+                self._guarded(functools.partial(self._handle, item))
+
+    def _handle(self, sample: Sample) -> None:
+        self._commit(self.core.handle(sample))
+
+    def _guarded(self, fn: Callable[[], None]) -> None:
+        # Supervision point: a bug in one detector must not stop the van's data flowing.
+        try:
+            fn()
+        except Exception:
+            self.errors += 1
+            logger.exception("pipeline step failed; continuing with the next sample")

@@ -1,0 +1,337 @@
+"""Publisher: the one thread that owns the paho client and drains the spool to the broker."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from agent.config import MQTTSection
+from agent.encoder import Identity, Message
+from agent.spool import Spool
+
+logger = logging.getLogger(__name__)
+
+CommandHandler = Callable[[str, bytes], None]
+
+
+def encode_payload(payload: Mapping[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class Backoff:
+    """Exponential backoff with full jitter between ``low_s`` and ``high_s``."""
+
+    def __init__(self, low_s: float, high_s: float, rng: random.Random | None = None) -> None:
+        self.low_s = low_s
+        self.high_s = max(high_s, low_s)
+        self._attempt = 0
+        self._rng = rng or random.Random()
+
+    def next_delay(self) -> float:
+        ceiling = min(self.high_s, self.low_s * (2**self._attempt))
+        self._attempt = min(self._attempt + 1, 30)
+        return float(self.low_s + self._rng.random() * max(0.0, ceiling - self.low_s))
+
+    def reset(self) -> None:
+        self._attempt = 0
+
+
+class Publisher:
+    """Drains the spool with QoS 1; acknowledges an entry only on its PUBACK.
+
+    paho is not thread-safe for our purposes, so every call on the client happens on this
+    thread; other threads hand over live positions and state through small locked slots.
+    """
+
+    def __init__(
+        self,
+        settings: MQTTSection,
+        identity: Identity,
+        spool: Spool,
+        *,
+        birth: Callable[[bool], Mapping[str, Any]],
+        on_command: CommandHandler | None = None,
+        password: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.identity = identity
+        self.spool = spool
+        self._birth = birth
+        self._on_command = on_command
+        self._password = password
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
+        self._lock = threading.Lock()
+        self._live: Message | None = None
+        self._extra: list[Message] = []
+        self._inflight: dict[int, int] = {}  # paho mid -> spool entry id
+        self._backoff = Backoff(settings.backoff_min_s, settings.backoff_max_s)
+        self._next_attempt = 0.0
+        self._client: mqtt.Client | None = None
+        self.connected = False
+        self.last_progress = time.monotonic()
+        self.last_error = ""
+        self.reconnects = 0
+        self.published = 0
+        self.acked = 0
+        self.bytes_sent = 0
+        self.rejected = 0
+
+    # -- called from other threads -------------------------------------------------------------
+
+    def publish_live(self, message: Message) -> None:
+        """Publish the newest position on the retained live topic (only the newest is kept)."""
+        with self._lock:
+            self._live = message
+
+    def publish_now(self, message: Message) -> None:
+        """Publish a non-spooled message (command results, state) at the next chance."""
+        with self._lock:
+            if len(self._extra) < 1000:
+                self._extra.append(message)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 3.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout_s)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    # -- the publisher thread ------------------------------------------------------------------
+
+    def _make_client(self) -> mqtt.Client:
+        s = self.settings
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=s.client_id or self.identity.device_id,
+            protocol=mqtt.MQTTv311 if s.protocol == "3.1.1" else mqtt.MQTTv5,
+            # A persistent session keeps our command subscription and QoS 1 state across drops.
+            clean_session=False if s.protocol == "3.1.1" else None,
+        )
+        client.max_inflight_messages_set(s.max_inflight)
+        # Unbounded: we never queue more than max_inflight ourselves.
+        client.max_queued_messages_set(0)
+        if s.username:
+            client.username_pw_set(s.username, self._password)
+        if s.tls.ca_file:
+            client.tls_set(
+                ca_certs=s.tls.ca_file,
+                certfile=s.tls.cert_file or None,
+                keyfile=s.tls.key_file or None,
+                cert_reqs=ssl.CERT_REQUIRED,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+            if s.tls.insecure_skip_hostname:
+                client.tls_insecure_set(True)
+        offline = encode_payload(self._birth(False))
+        client.will_set(self.identity.topic("state"), offline, qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        return client
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.last_progress = time.monotonic()
+            try:
+                self._step()
+            except Exception:
+                # Supervision point: log, drop the connection, and retry with backoff.
+                logger.exception("publisher step failed; reconnecting")
+                self._drop_connection()
+        self._shutdown()
+
+    def _step(self) -> None:
+        now = time.monotonic()
+        if self._client is None or not self.connected:
+            if self._client is not None and self._client.socket() is not None:
+                # Connected at TCP level, waiting for CONNACK.
+                self._client.loop(timeout=0.05)
+                if not self.connected and now > self._next_attempt + 15:
+                    self._fail("no CONNACK within 15 s")
+                return
+            if now < self._next_attempt:
+                self._stop.wait(min(0.1, self._next_attempt - now))
+                return
+            self._connect()
+            return
+        self._fill_window()
+        rc = self._client.loop(timeout=0.05)
+        if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN):
+            self._fail(f"connection lost ({mqtt.error_string(rc)})")
+
+    def _connect(self) -> None:
+        s = self.settings
+        self._client = self._make_client()
+        try:
+            self._client.connect(s.host, s.port, keepalive=s.keepalive_s)
+        except (ConnectionRefusedError, TimeoutError) as exc:
+            self._fail(f"cannot reach {s.host}:{s.port} ({exc})")
+        except ssl.SSLError as exc:
+            self._fail(f"TLS handshake with {s.host}:{s.port} failed ({exc.reason or exc})")
+        except socket.gaierror as exc:
+            self._fail(f"cannot resolve {s.host} ({exc.strerror})")
+        except OSError as exc:
+            self._fail(f"cannot connect to {s.host}:{s.port} ({exc.strerror or exc})")
+        else:
+            self._next_attempt = time.monotonic()
+
+    def _fail(self, why: str) -> None:
+        delay = self._backoff.next_delay()
+        if why != self.last_error:
+            logger.warning("broker link down: %s; retrying in %.1f s", why, delay)
+        self.last_error = why
+        self._drop_connection()
+        self._next_attempt = time.monotonic() + delay
+
+    def _drop_connection(self) -> None:
+        client, self._client = self._client, None
+        was = self.connected
+        self.connected = False
+        if client is not None:
+            try:
+                client.disconnect()
+                client.loop(timeout=0.01)
+            except Exception:
+                pass
+            if client.socket() is not None:
+                client.socket().close()  # type: ignore[union-attr]
+        # In-flight entries go back to the spool; they are re-sent on the next connection.
+        for entry_id in self._inflight.values():
+            self.spool.nack(entry_id)
+        self._inflight.clear()
+        if was:
+            self.reconnects += 1
+
+    def _fill_window(self) -> None:
+        assert self._client is not None
+        with self._lock:
+            live, self._live = self._live, None
+            extra, self._extra = self._extra, []
+        for m in extra:
+            self._send(m.topic, m.payload, retain=m.retain, qos=1)
+        if live is not None:
+            self._send(live.topic, live.payload, retain=True, qos=0)
+        room = self.settings.max_inflight - len(self._inflight)
+        if room <= 0:
+            return
+        for entry in self.spool.take(room):
+            info = self._send(entry.message.topic, entry.message.payload, entry.message.retain, 1)
+            if info is None:
+                self.spool.nack(entry.id)
+                break
+            self._inflight[info.mid] = entry.id
+
+    def _send(
+        self, topic: str, payload: Mapping[str, Any], retain: bool, qos: int
+    ) -> mqtt.MQTTMessageInfo | None:
+        assert self._client is not None
+        data = encode_payload(payload)
+        info = self._client.publish(topic, data, qos=qos, retain=retain)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return None
+        self.published += 1
+        self.bytes_sent += len(data) + len(topic) + 4
+        return info
+
+    # -- paho callbacks (run on this thread, inside loop()) ------------------------------------
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason: ReasonCode,
+        props: Properties | None,
+    ) -> None:
+        if reason.is_failure:
+            self._fail(f"broker refused the connection: {reason}")
+            return
+        self.connected = True
+        self._backoff.reset()
+        if self.last_error:
+            logger.info("broker link up (%s:%d)", self.settings.host, self.settings.port)
+        self.last_error = ""
+        client.subscribe(self.identity.topic("cmd/+"), qos=1)
+        client.publish(
+            self.identity.topic("state"), encode_payload(self._birth(True)), qos=1, retain=True
+        )
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason: ReasonCode,
+        props: Properties | None,
+    ) -> None:
+        if self.connected and not self._stop.is_set():
+            self._fail(f"broker closed the connection: {reason}")
+
+    def _on_publish(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason: ReasonCode,
+        props: Properties | None,
+    ) -> None:
+        entry_id = self._inflight.pop(mid, None)
+        if entry_id is None:
+            return
+        if reason.is_failure:
+            # The broker will never take this message (e.g. ACL): keep it out of the way but
+            # count it, so health shows that data is being refused.
+            self.rejected += 1
+            logger.error("broker rejected a message (%s); it stays in the spool", reason)
+            self.spool.nack(entry_id)
+            return
+        self.spool.ack(entry_id)
+        self.acked += 1
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        prefix = self.identity.topic("cmd/")
+        if self._on_command is None or not msg.topic.startswith(prefix):
+            return
+        name = msg.topic[len(prefix) :]
+        if "/" in name:
+            return  # our own results, or something else below cmd/
+        self._on_command(name, bytes(msg.payload))
+
+    def _shutdown(self) -> None:
+        client = self._client
+        if client is None or not self.connected:
+            self._drop_connection()
+            return
+        # Drain what is already in flight for a moment, then say goodbye explicitly.
+        deadline = time.monotonic() + 1.0
+        while self._inflight and time.monotonic() < deadline:
+            client.loop(timeout=0.05)
+        info = client.publish(
+            self.identity.topic("state"), encode_payload(self._birth(False)), qos=1, retain=True
+        )
+        deadline = time.monotonic() + 1.0
+        while not info.is_published() and time.monotonic() < deadline:
+            client.loop(timeout=0.05)
+        self._drop_connection()
