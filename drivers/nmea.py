@@ -1,0 +1,553 @@
+"""NMEA decoder: sans-IO bytes in, one ``Epoch`` per receiver epoch out.
+
+Layers, bottom up: framing (resynchronise on ``$``, drop garbage, NUL bytes, over-long and partial
+lines), checksum policy, field parsing with range checks (out-of-range values are rejected and
+counted, never clamped), and epoch assembly (RMC, GGA, GSA, VTG and GSV of one epoch become one
+fix). The decoder never raises on input bytes and never reads a clock: ``ts_mono`` comes in with
+the bytes, so a live port and a replayed capture decode identically.
+
+Epoch assembly: sentences that carry a time of day (RMC, GGA, GLL, GNS, ZDA, GST, GBS) group by
+that time. Sentences without one (GSA, VTG, GSV) are held until the next timed sentence; if it
+belongs to the pending epoch they join it, otherwise they go to whichever epoch they arrived
+closer to in ``ts_mono``, and, without timing information (a capture file decoded in one go), to
+the pending epoch if it lacks that kind of sentence, else to the next. An epoch is emitted when
+the receiver's learned last timed sentence of an epoch arrives, when the time changes, or on
+``flush()``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from drivers.samples import FixMode, FixQuality, GNSSFix
+
+logger = logging.getLogger(__name__)
+
+MAX_LINE_BYTES = 240
+"""NMEA 0183 allows 82 characters, but proprietary sentences run longer (MediaTek's $PMTKCHN is
+about 200), so we allow 240 before calling a line over-long."""
+
+DATE_FLOOR = dt.date(2020, 1, 1)
+"""Build-time floor: receiver dates before this are GPS week-rollover victims (1024 weeks back)."""
+
+WEEK_ROLLOVER = dt.timedelta(weeks=1024)
+KNOTS_TO_MPS = 1852.0 / 3600.0
+MAX_SPEED_MPS = 515.0  # NMEA receivers under COCOM limits stop reporting above 1000 knots
+MIN_ALT_M = -1500.0
+MAX_ALT_M = 18000.0  # COCOM altitude limit
+MAX_DOP = 99.0  # u-blox and others send 99.99 to mean "unknown"
+
+TALKERS = frozenset({"GP", "GN", "GL", "GA", "GB", "BD", "GQ", "GI"})
+_TIMED_TIME_FIELD = {"RMC": 1, "GGA": 1, "GNS": 1, "ZDA": 1, "GST": 1, "GBS": 1, "GLL": 5}
+_UNTIMED = frozenset({"GSA", "VTG", "GSV"})
+_FRAME_STOP = re.compile(rb"[\r\n$]")
+_HEX = frozenset("0123456789ABCDEFabcdef")
+
+
+class NoFixReason(StrEnum):
+    """Why an epoch carries no fix."""
+
+    RMC_VOID = "rmc status V"
+    RMC_MODE_N = "rmc mode N"
+    GGA_INVALID = "gga quality 0"
+    GSA_NO_FIX = "gsa mode 1"
+    NO_POSITION = "no position"
+    NO_DATE = "no date yet"
+    REJECTED_VALUE = "value out of range"
+    NO_FIX_SENTENCE = "no rmc or gga"
+
+
+class ChecksumPolicy(StrEnum):
+    REJECT = "reject"
+    ACCEPT = "accept"
+
+
+@dataclass(frozen=True, slots=True)
+class Epoch:
+    """One receiver epoch: a valid ``fix``, or ``fix is None`` and the ``reason``."""
+
+    ts_mono: float
+    fix: GNSSFix | None
+    reason: NoFixReason | None = None
+    utc: dt.datetime | None = None  # the receiver's time, also for no-fix epochs when known
+
+
+@dataclass(slots=True)
+class _Sentence:
+    kind: str  # talker + type, e.g. "GNGSA"
+    stype: str  # "GSA"
+    fields: list[str]
+    ts_mono: float
+
+
+@dataclass(slots=True)
+class _Pending:
+    tod_ms: int
+    ts_first: float
+    ts_last: float
+    sentences: list[_Sentence] = field(default_factory=list)
+    kinds: set[str] = field(default_factory=set)
+    last_timed_kind: str = ""
+
+    def add(self, s: _Sentence) -> None:
+        self.sentences.append(s)
+        self.kinds.add(s.kind)
+        self.ts_last = max(self.ts_last, s.ts_mono)
+
+
+class _RejectedValueError(ValueError):
+    """A field held a value outside its legal range."""
+
+
+def _parse_tod_ms(text: str) -> int:
+    """hhmmss[.sss] -> milliseconds of the day."""
+    if len(text) < 6 or not text[:6].isdigit():
+        raise _RejectedValueError(text)
+    hh, mm = int(text[0:2]), int(text[2:4])
+    sec = float(text[4:])
+    if hh > 23 or mm > 59 or not 0.0 <= sec < 60.0:
+        raise _RejectedValueError(text)
+    return (hh * 3600 + mm * 60) * 1000 + round(sec * 1000)
+
+
+def _parse_coord(value: str, hemi: str, max_deg: int) -> float | None:
+    """(d)ddmm.mmmm + hemisphere -> signed degrees; None when empty."""
+    if not value and not hemi:
+        return None
+    dot = value.find(".")
+    head = value if dot < 0 else value[:dot]
+    if len(head) < 3 or not head.isdigit():
+        raise _RejectedValueError(value)
+    deg = int(head[:-2])
+    minutes = float(value[len(head) - 2 :])
+    if minutes >= 60.0 or minutes < 0.0:
+        raise _RejectedValueError(value)
+    result = deg + minutes / 60.0
+    if result > max_deg:
+        raise _RejectedValueError(value)
+    if max_deg == 90:
+        if hemi == "S":
+            result = -result
+        elif hemi != "N":
+            raise _RejectedValueError(hemi)
+    else:
+        if hemi == "W":
+            result = -result
+        elif hemi != "E":
+            raise _RejectedValueError(hemi)
+    return result
+
+
+def _opt_float(value: str, lo: float, hi: float) -> float | None:
+    if not value:
+        return None
+    try:
+        f = float(value)
+    except ValueError:
+        raise _RejectedValueError(value) from None
+    if not lo <= f <= hi:  # also rejects NaN
+        raise _RejectedValueError(value)
+    return f
+
+
+def _opt_int(value: str, lo: int, hi: int) -> int | None:
+    if not value:
+        return None
+    if not value.isdigit():
+        raise _RejectedValueError(value)
+    i = int(value)
+    if not lo <= i <= hi:
+        raise _RejectedValueError(value)
+    return i
+
+
+def _parse_date(text: str) -> dt.date:
+    """ddmmyy -> date; two-digit years are 20yy, as in gpsd."""
+    if len(text) != 6 or not text.isdigit():
+        raise _RejectedValueError(text)
+    try:
+        return dt.date(2000 + int(text[4:6]), int(text[2:4]), int(text[0:2]))
+    except ValueError:
+        raise _RejectedValueError(text) from None
+
+
+def _course(value: str) -> float | None:
+    course = _opt_float(value, 0.0, 360.0)
+    # Some receivers print 360.0 for due north; it is the same direction, not a clamp.
+    return 0.0 if course == 360.0 else course
+
+
+class NMEADecoder:
+    """Sans-IO NMEA 0183 decoder: ``feed(bytes, ts_mono) -> list[Epoch]``; never raises on input."""
+
+    def __init__(
+        self,
+        checksum_policy: str = "reject",
+        missing_checksum: str = "accept",
+        *,
+        date_floor: dt.date = DATE_FLOOR,
+    ) -> None:
+        self._accept_bad = ChecksumPolicy(checksum_policy) is ChecksumPolicy.ACCEPT
+        self._accept_missing = ChecksumPolicy(missing_checksum) is ChecksumPolicy.ACCEPT
+        self._date_floor = date_floor
+        self._date_ceiling = date_floor + WEEK_ROLLOVER
+        # framing state: 0 idle (between lines), 1 inside a line, 2 discarding an over-long line
+        self._state = 0
+        self._line = bytearray()
+        # epoch state
+        self._pending: _Pending | None = None
+        self._floating: list[_Sentence] = []
+        self._last_emitted_tod: int | None = None
+        self._ender: str = ""  # learned kind of the last timed sentence of an epoch
+        self._ender_candidate: str = ""
+        self._date: dt.date | None = None
+        self._date_tod_ms = 0
+        self._stats = {
+            "sentences_ok": 0,
+            "bad_checksum": 0,
+            "missing_checksum": 0,
+            "garbage_bytes": 0,
+            "overlong_lines": 0,
+            "unknown_sentences": 0,
+            "rejected_values": 0,
+            "late_sentences": 0,
+            "epochs": 0,
+            "fixes": 0,
+        }
+
+    def stats(self) -> dict[str, int]:
+        return dict(self._stats)
+
+    def reset(self) -> None:
+        """Forget a partial line and the pending epoch (the device was unplugged)."""
+        self._state = 0
+        self._line.clear()
+        self._pending = None
+        self._floating.clear()
+
+    def feed(self, data: bytes, ts_mono: float) -> list[Epoch]:
+        out: list[Epoch] = []
+        for line in self._frame(data):
+            sentence = self._check(line, ts_mono)
+            if sentence is not None:
+                self._assemble(sentence, out)
+        return out
+
+    def flush(self) -> list[Epoch]:
+        """Emit the pending epoch now (the receiver went quiet, or the input ended)."""
+        out: list[Epoch] = []
+        if self._pending is not None:
+            out.append(self._close(self._pending, self._floating))
+            self._pending = None
+        self._floating = []
+        return out
+
+    # -- framing ------------------------------------------------------------------------------
+
+    def _frame(self, data: bytes) -> list[bytes]:
+        lines: list[bytes] = []
+        i, n = 0, len(data)
+        stats = self._stats
+        while i < n:
+            if self._state == 0:
+                j = data.find(b"$", i)
+                end = n if j < 0 else j
+                chunk = data[i:end]
+                stats["garbage_bytes"] += len(chunk) - chunk.count(b"\r") - chunk.count(b"\n")
+                if j < 0:
+                    return lines
+                self._line = bytearray(b"$")
+                self._state = 1
+                i = j + 1
+                continue
+            m = _FRAME_STOP.search(data, i)
+            k = n if m is None else m.start()
+            if self._state == 1:
+                self._line += data[i:k]
+                if len(self._line) > MAX_LINE_BYTES:
+                    stats["overlong_lines"] += 1
+                    self._line.clear()
+                    self._state = 2
+                elif m is not None:
+                    if data[k] == 0x24:  # "$": the line was cut short (reconnect, lost bytes)
+                        stats["garbage_bytes"] += len(self._line)
+                        self._line = bytearray()
+                    else:
+                        lines.append(bytes(self._line))
+                        self._line = bytearray()
+                        self._state = 0
+            if m is None:
+                return lines
+            if self._state == 2:
+                self._state = 0
+            if data[k] == 0x24:
+                self._line = bytearray(b"$")
+                self._state = 1
+            i = k + 1
+        return lines
+
+    # -- checksum and fields ------------------------------------------------------------------
+
+    def _check(self, line: bytes, ts_mono: float) -> _Sentence | None:
+        stats = self._stats
+        try:
+            text = line.decode("ascii")
+        except UnicodeDecodeError:
+            stats["garbage_bytes"] += len(line)
+            return None
+        if not text.isprintable():
+            stats["garbage_bytes"] += len(line)
+            return None
+        star = text.rfind("*")
+        if star >= 0 and len(text) - star == 3 and text[star + 1] in _HEX and text[-1] in _HEX:
+            body = text[1:star]
+            calc = 0
+            for ch in body.encode("ascii"):
+                calc ^= ch
+            if calc != int(text[star + 1 :], 16):
+                stats["bad_checksum"] += 1
+                if not self._accept_bad:
+                    return None
+        elif star >= 0:
+            stats["bad_checksum"] += 1  # a mangled checksum is a bad one
+            if not self._accept_bad:
+                return None
+            body = text[1:star]
+        else:
+            stats["missing_checksum"] += 1
+            if not self._accept_missing:
+                return None
+            body = text[1:]
+        fields = body.split(",")
+        head = fields[0]
+        if len(head) != 5 or head[:2] not in TALKERS:
+            stats["unknown_sentences"] += 1
+            return None
+        stype = head[2:]
+        if stype not in _TIMED_TIME_FIELD and stype not in _UNTIMED:
+            stats["unknown_sentences"] += 1
+            return None
+        stats["sentences_ok"] += 1
+        return _Sentence(head, stype, fields, ts_mono)
+
+    # -- epoch assembly -----------------------------------------------------------------------
+
+    def _assemble(self, s: _Sentence, out: list[Epoch]) -> None:
+        tfield = _TIMED_TIME_FIELD.get(s.stype)
+        if tfield is None:
+            self._floating.append(s)
+            return
+        fields = s.fields
+        if len(fields) <= tfield or not fields[tfield]:
+            # A timed sentence without its time (cold start): it still tells about the epoch.
+            self._floating.append(s)
+            return
+        try:
+            tod = _parse_tod_ms(fields[tfield])
+        except (_RejectedValueError, ValueError):
+            self._stats["rejected_values"] += 1
+            return
+        pending = self._pending
+        if pending is not None and pending.tod_ms == tod:
+            for f in self._floating:
+                pending.add(f)
+            self._floating = []
+            pending.add(s)
+            pending.last_timed_kind = s.kind
+        else:
+            if pending is None and tod == self._last_emitted_tod:
+                # The epoch was emitted early at a learned ender, yet more of it arrives: the
+                # ender guess was wrong. Drop the straggler and learn again.
+                self._stats["late_sentences"] += 1
+                self._ender = ""
+                self._floating = []
+                return
+            carry: list[_Sentence] = []
+            if pending is not None:
+                if not self._floating:
+                    if pending.last_timed_kind == self._ender_candidate:
+                        self._ender = pending.last_timed_kind
+                    self._ender_candidate = pending.last_timed_kind
+                else:
+                    self._ender_candidate = ""
+                keep, carry = self._split_floating(pending, s.ts_mono)
+                out.append(self._close(pending, keep))
+            else:
+                carry = self._floating
+            self._floating = []
+            pending = _Pending(tod, s.ts_mono, s.ts_mono)
+            for f in carry:
+                pending.add(f)
+            pending.add(s)
+            pending.last_timed_kind = s.kind
+            self._pending = pending
+        if self._ender and s.kind == self._ender:
+            out.append(self._close(pending, []))
+            self._pending = None
+
+    def _split_floating(
+        self, pending: _Pending, ts_next: float
+    ) -> tuple[list[_Sentence], list[_Sentence]]:
+        keep: list[_Sentence] = []
+        carry: list[_Sentence] = []
+        for f in self._floating:
+            to_prev = f.ts_mono - pending.ts_last
+            to_next = ts_next - f.ts_mono
+            if to_prev < to_next:
+                keep.append(f)
+            elif to_next < to_prev:
+                carry.append(f)
+            elif f.kind not in pending.kinds and not carry:
+                keep.append(f)
+            else:
+                carry.append(f)
+        return keep, carry
+
+    def _close(self, pending: _Pending, extra: list[_Sentence]) -> Epoch:
+        self._last_emitted_tod = pending.tod_ms
+        self._stats["epochs"] += 1
+        epoch = self._build(pending, [*pending.sentences, *extra])
+        if epoch.fix is not None:
+            self._stats["fixes"] += 1
+        return epoch
+
+    def _build(self, pending: _Pending, sentences: list[_Sentence]) -> Epoch:
+        rmc: list[str] | None = None
+        gga: list[str] | None = None
+        vtg: list[str] | None = None
+        gsa: list[list[str]] = []
+        in_view: dict[str, int] = {}
+        for s in sentences:
+            if s.stype == "RMC" and rmc is None:
+                rmc = s.fields
+            elif s.stype == "GGA" and gga is None:
+                gga = s.fields
+            elif s.stype == "GSA":
+                gsa.append(s.fields)
+            elif s.stype == "VTG" and vtg is None:
+                vtg = s.fields
+            elif s.stype == "GSV" and len(s.fields) > 3 and s.fields[3].isdigit():
+                in_view[s.kind] = max(in_view.get(s.kind, 0), int(s.fields[3]))
+        ts = pending.ts_first
+        reason: NoFixReason | None = None
+        # The receiver's own verdict comes first: a void epoch is reported as void, even when
+        # the stale coordinates or the cold-start date it carries are also out of range.
+        if rmc is not None and len(rmc) > 2 and rmc[2] not in ("A", "D"):
+            reason = NoFixReason.RMC_VOID
+        elif gga is not None and len(gga) > 6 and gga[6] in ("0", ""):
+            reason = NoFixReason.GGA_INVALID
+        try:
+            utc = self._utc(pending.tod_ms, rmc)
+        except _RejectedValueError:
+            self._stats["rejected_values"] += 1
+            return Epoch(ts, None, reason or NoFixReason.REJECTED_VALUE)
+        lat = lon = alt_m = speed_mps = course_deg = hdop = pdop = None
+        sats: int | None = None
+        quality: FixQuality | None = None
+        gsa_mode = 0
+        try:
+            if rmc is not None:
+                if len(rmc) < 10:
+                    raise _RejectedValueError("short RMC")
+                if reason is None and len(rmc) > 12 and rmc[12][:1] == "N":
+                    reason = NoFixReason.RMC_MODE_N
+                lat = _parse_coord(rmc[3], rmc[4], 90)
+                lon = _parse_coord(rmc[5], rmc[6], 180)
+                knots = _opt_float(rmc[7], 0.0, MAX_SPEED_MPS / KNOTS_TO_MPS)
+                speed_mps = None if knots is None else knots * KNOTS_TO_MPS
+                course_deg = _course(rmc[8])
+            if gga is not None:
+                if len(gga) < 10:
+                    raise _RejectedValueError("short GGA")
+                q = _opt_int(gga[6], 0, 8)
+                if not q:
+                    reason = reason or NoFixReason.GGA_INVALID
+                else:
+                    quality = FixQuality(q)
+                g_lat = _parse_coord(gga[2], gga[3], 90)
+                g_lon = _parse_coord(gga[4], gga[5], 180)
+                if g_lat is not None and g_lon is not None:
+                    lat, lon = g_lat, g_lon
+                sats = _opt_int(gga[7], 0, 99)
+                hdop = _opt_float(gga[8], 0.0, MAX_DOP)
+                alt_m = _opt_float(gga[9], MIN_ALT_M, MAX_ALT_M)
+            for g in gsa:
+                if len(g) < 17:
+                    raise _RejectedValueError("short GSA")
+                mode = _opt_int(g[2], 1, 3) or 1
+                gsa_mode = max(gsa_mode, mode)
+                if pdop is None:
+                    pdop = _opt_float(g[15], 0.0, MAX_DOP)
+                if hdop is None:
+                    hdop = _opt_float(g[16], 0.0, MAX_DOP)
+            if gsa and gsa_mode == 1:
+                reason = reason or NoFixReason.GSA_NO_FIX
+            # GGA's count covers one constellation on some receivers and stops at 12 on
+            # u-blox; the GSA lists name every satellite of the combined solution.
+            used = sum(1 for g in gsa for prn in g[3:15] if prn)
+            if used:
+                sats = used
+            if vtg is not None and len(vtg) >= 8:
+                if course_deg is None:
+                    course_deg = _course(vtg[1])
+                if speed_mps is None:
+                    kmh = _opt_float(vtg[7], 0.0, MAX_SPEED_MPS * 3.6)
+                    speed_mps = None if kmh is None else kmh / 3.6
+        except _RejectedValueError:
+            self._stats["rejected_values"] += 1
+            return Epoch(ts, None, reason or NoFixReason.REJECTED_VALUE, utc)
+        if rmc is None and gga is None:
+            return Epoch(ts, None, NoFixReason.NO_FIX_SENTENCE, utc)
+        if reason is not None:
+            return Epoch(ts, None, reason, utc)
+        if lat is None or lon is None:
+            return Epoch(ts, None, NoFixReason.NO_POSITION, utc)
+        if utc is None:
+            return Epoch(ts, None, NoFixReason.NO_DATE)
+        if gsa_mode >= 2:
+            mode = FixMode(gsa_mode)
+        else:
+            mode = FixMode.FIX_3D if alt_m is not None else FixMode.FIX_2D
+        if mode is FixMode.FIX_2D:
+            alt_m = None  # a 2D solution's altitude is an assumption, not a measurement
+        fix = GNSSFix(
+            ts_mono=ts,
+            utc=utc,
+            lat=lat,
+            lon=lon,
+            alt_m=alt_m,
+            speed_mps=speed_mps,
+            course_deg=course_deg,
+            mode=mode,
+            quality=quality,
+            sats=sats,
+            hdop=hdop,
+            pdop=pdop,
+            sats_in_view=sum(in_view.values()) if in_view else None,
+        )
+        return Epoch(ts, fix, None, utc)
+
+    def _utc(self, tod_ms: int, rmc: list[str] | None) -> dt.datetime | None:
+        """The epoch's UTC from RMC's date, or the last known date for GGA-only receivers."""
+        if rmc is not None and len(rmc) > 9 and rmc[9]:
+            date = _parse_date(rmc[9])
+            while date < self._date_floor:
+                date += WEEK_ROLLOVER  # GPS week rollover: the receiver is 1024 weeks behind
+            if date > self._date_ceiling:
+                raise _RejectedValueError(rmc[9])
+            self._date, self._date_tod_ms = date, tod_ms
+        elif self._date is None:
+            return None
+        elif tod_ms + 12 * 3600_000 < self._date_tod_ms:
+            # Midnight passed since the last RMC: the time of day wrapped.
+            self._date, self._date_tod_ms = self._date + dt.timedelta(days=1), tod_ms
+        else:
+            self._date_tod_ms = tod_ms
+        midnight = dt.datetime(
+            self._date.year, self._date.month, self._date.day, tzinfo=dt.UTC
+        )
+        return midnight + dt.timedelta(milliseconds=tod_ms)
