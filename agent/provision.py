@@ -46,7 +46,7 @@ import pwd
 import re
 import sys
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -840,16 +840,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"provision: {state}: device {req.device_id} -> {p.config.mqtt.host}:"
           f"{p.config.mqtt.port}; next: telematics-agent check --config {config_path}")
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone entry point (``python -m agent.provision``), the same as the subcommand."""
-    parser = argparse.ArgumentParser(prog="telematics-agent")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_parser(sub)
-    args = parser.parse_args(["provision", *(sys.argv[1:] if argv is None else argv)])
-    return run(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,11 +15,16 @@ from pathlib import Path
 import pytest
 
 from agent import config as agent_config
-from agent.provision import main
+from agent.cli import main as cli_main
 from simulator.pty import PtyDevice
 from tests.pki import CA, Issued, make_ca, make_cert, make_key
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def main(argv: list[str]) -> int:
+    """``telematics-agent provision ARGV`` in this process."""
+    return cli_main(["provision", *argv])
 
 
 @dataclass(frozen=True)
@@ -252,7 +257,7 @@ def test_unwritable_config_directory_fails_clearly(kit: Kit) -> None:
     kit.config_dir.mkdir()
     (kit.config_dir / "agent.toml").write_bytes(previous)
     kit.config_dir.chmod(0o555)
-    argv = [sys.executable, "-m", "agent.provision", *kit.argv()]
+    argv = [sys.executable, "-m", "agent.cli", "provision", *kit.argv()]
     if os.geteuid() == 0:
         # Without CAP_DAC_OVERRIDE root obeys the 0555 mode like the service user would.
         setpriv = shutil.which("setpriv")
