@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import termios
 import threading
 import time
 from collections import Counter
@@ -232,7 +233,9 @@ class ELM327Channel:
                 raise AdapterReplyError(
                     ReplyErrorKind.SILENCE, f"no prompt after {command!r} ({len(buf)} bytes)"
                 )
-        except OSError as exc:  # pyserial's SerialException is an OSError
+        except (OSError, termios.error) as exc:
+            # pyserial's SerialException is an OSError; its buffer flush on a vanished pty
+            # raises termios.error, which is not.
             raise DeviceUnavailable(f"adapter port failed: {exc}") from exc
         return buf.split(b">", 1)[0].decode("ascii", "replace")
 
@@ -275,6 +278,7 @@ def open_session(settings: OBDSettings, protocol_hint: str | None) -> Session:
     _quiet_python_obd()
     if "://" not in settings.port and not os.path.exists(settings.port):
         raise DeviceUnavailable(f"{settings.port}: no such device")
+    preflight(settings)
     connection = obd.OBD(
         settings.port,
         baudrate=settings.baud or None,
@@ -299,6 +303,28 @@ def open_session(settings: OBDSettings, protocol_hint: str | None) -> Session:
         session.protocol_id = str(connection.protocol_id())
         session.protocol = str(connection.protocol_name())
     return session
+
+
+def preflight(settings: OBDSettings) -> None:
+    """Check that something answers like an ELM327 before python-obd's handshake.
+
+    python-obd opens the port with a fixed 10 s read timeout and waits it out on every
+    handshake command, so a hung adapter would hold the reader for tens of seconds.
+    """
+    import serial
+
+    try:
+        port = serial.serial_for_url(settings.port, baudrate=settings.baud or 38400, timeout=0.02)
+    except (OSError, ValueError) as exc:
+        raise DeviceUnavailable(f"{settings.port}: cannot open ({exc})") from exc
+    channel = ELM327Channel(port, settings.timeout_s)
+    try:
+        # A lone CR would repeat the adapter's last command; "ATI" is harmless.
+        channel.request("ATI")
+    except AdapterReplyError as exc:
+        raise DeviceUnavailable(f"{settings.port}: no ELM327 prompt ({exc})") from exc
+    finally:
+        channel.close()
 
 
 def protocol_name(protocol_id: str) -> str:
