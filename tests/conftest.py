@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from simulator.pty import PtyDevice
-from tests.broker import Mosquitto
+from simulator.broker import Mosquitto
 from tests.listener import Listener
 
 

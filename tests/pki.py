@@ -165,7 +165,7 @@ def _stem(name: str) -> str:
 def mosquitto_tls_conf(
     port: int, ca: CA, server: Issued, *, require_client_cert: bool = True, host: str = "127.0.0.1"
 ) -> str:
-    """Listener lines for ``tests.broker.Mosquitto(extra_conf=...)``: TLS, optionally mutual.
+    """Listener lines for ``simulator.broker.Mosquitto(extra_conf=...)``: TLS, optionally mutual.
 
     ``user root``: started as root, mosquitto drops to the ``mosquitto`` user before it reads the
     certificates, and that user cannot enter pytest's 0700 temporary directories.
