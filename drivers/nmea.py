@@ -35,6 +35,7 @@ DATE_FLOOR = dt.date(2020, 1, 1)
 """Build-time floor: receiver dates before this are GPS week-rollover victims (1024 weeks back)."""
 
 WEEK_ROLLOVER = dt.timedelta(weeks=1024)
+MAX_FLOATING = 256  # sentences without a time held for the next timed one
 KNOTS_TO_MPS = 1852.0 / 3600.0
 MAX_SPEED_MPS = 515.0  # NMEA receivers under COCOM limits stop reporting above 1000 knots
 MIN_ALT_M = -1500.0
@@ -243,6 +244,8 @@ class NMEADecoder:
         if self._pending is not None:
             out.append(self._close(self._pending, self._floating))
             self._pending = None
+        elif any(f.stype in _TIMED_TIME_FIELD for f in self._floating):
+            out.append(self._close_timeless())
         self._floating = []
         return out
 
@@ -338,12 +341,23 @@ class NMEADecoder:
 
     def _assemble(self, s: _Sentence, out: list[Epoch]) -> None:
         tfield = _TIMED_TIME_FIELD.get(s.stype)
+        if len(self._floating) >= MAX_FLOATING:
+            # A receiver that never sends a time: keep memory bounded.
+            self._stats["late_sentences"] += len(self._floating)
+            self._floating = []
         if tfield is None:
             self._floating.append(s)
             return
         fields = s.fields
         if len(fields) <= tfield or not fields[tfield]:
-            # A timed sentence without its time (cold start): it still tells about the epoch.
+            # A timed sentence without its time (cold start, before the receiver knows it). A
+            # second one of the same kind starts the next timeless epoch.
+            if self._pending is not None:
+                keep, self._floating = self._split_floating(self._pending, s.ts_mono)
+                out.append(self._close(self._pending, keep))
+                self._pending = None
+            elif any(f.kind == s.kind for f in self._floating):
+                out.append(self._close_timeless())
             self._floating.append(s)
             return
         try:
@@ -388,6 +402,12 @@ class NMEADecoder:
         if self._ender and s.kind == self._ender:
             out.append(self._close(pending, []))
             self._pending = None
+
+    def _close_timeless(self) -> Epoch:
+        sentences, self._floating = self._floating, []
+        ts = sentences[0].ts_mono
+        self._stats["epochs"] += 1
+        return self._build(_Pending(-1, ts, ts), sentences)
 
     def _split_floating(
         self, pending: _Pending, ts_next: float
@@ -441,7 +461,7 @@ class NMEADecoder:
         elif gga is not None and len(gga) > 6 and gga[6] in ("0", ""):
             reason = NoFixReason.GGA_INVALID
         try:
-            utc = self._utc(pending.tod_ms, rmc)
+            utc = None if pending.tod_ms < 0 else self._utc(pending.tod_ms, rmc)
         except _RejectedValueError:
             self._stats["rejected_values"] += 1
             return Epoch(ts, None, reason or NoFixReason.REJECTED_VALUE)
@@ -507,7 +527,7 @@ class NMEADecoder:
         if lat is None or lon is None:
             return Epoch(ts, None, NoFixReason.NO_POSITION, utc)
         if utc is None:
-            return Epoch(ts, None, NoFixReason.NO_DATE)
+            return Epoch(ts, None, NoFixReason.NO_DATE)  # never a fix without a time
         if gsa_mode >= 2:
             mode = FixMode(gsa_mode)
         else:
@@ -547,7 +567,5 @@ class NMEADecoder:
             self._date, self._date_tod_ms = self._date + dt.timedelta(days=1), tod_ms
         else:
             self._date_tod_ms = tod_ms
-        midnight = dt.datetime(
-            self._date.year, self._date.month, self._date.day, tzinfo=dt.UTC
-        )
+        midnight = dt.datetime(self._date.year, self._date.month, self._date.day, tzinfo=dt.UTC)
         return midnight + dt.timedelta(milliseconds=tod_ms)
