@@ -1,0 +1,177 @@
+"""NMEA decoder behaviour on the messes real receivers send."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from drivers.nmea import MAX_LINE_BYTES, NMEADecoder, NoFixReason
+from drivers.samples import FixMode, FixQuality
+
+
+def frame(body: str, *, corrupt: bool = False) -> bytes:
+    csum = 0
+    for ch in body.encode("ascii"):
+        csum ^= ch
+    return f"${body}*{csum ^ (0x21 if corrupt else 0):02X}\r\n".encode("ascii")
+
+
+RMC = "GPRMC,123519.00,A,4807.038,N,01131.000,E,022.4,084.4,230324,003.1,W,A"
+GGA = "GPGGA,123519.00,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,"
+GSA = "GPGSA,A,3,04,05,,09,12,,,24,,,,,2.5,1.3,2.1"
+
+
+def run(data: bytes, **kw: str) -> tuple[list[object], dict[str, int]]:
+    decoder = NMEADecoder(**kw)
+    epochs = decoder.feed(data, 1.0) + decoder.flush()
+    return epochs, decoder.stats()
+
+
+def test_full_epoch() -> None:
+    epochs, stats = run(frame(RMC) + frame(GGA) + frame(GSA))
+    (epoch,) = epochs
+    fix = epoch.fix  # type: ignore[attr-defined]
+    assert fix.utc == dt.datetime(2024, 3, 23, 12, 35, 19, tzinfo=dt.UTC)
+    assert fix.lat == pytest.approx(48.1173)
+    assert fix.lon == pytest.approx(11.516666666)
+    assert fix.alt_m == 545.4
+    assert fix.speed_mps == pytest.approx(22.4 * 1852 / 3600)
+    assert fix.course_deg == 84.4
+    assert fix.mode is FixMode.FIX_3D
+    assert fix.quality is FixQuality.GPS
+    assert fix.sats == 5  # the GSA lists five
+    assert (fix.hdop, fix.pdop) == (0.9, 2.5)
+    assert stats["sentences_ok"] == 3
+
+
+@pytest.mark.parametrize(
+    ("body", "bad"),
+    [
+        (RMC.replace("4807.038,N", "9107.038,N"), "latitude over 90"),
+        (RMC.replace("4807.038,N", "4860.000,N"), "60 minutes"),
+        (RMC.replace("01131.000,E", "18131.000,E"), "longitude over 180"),
+        (RMC.replace("4807.038,N", "4807.038,X"), "hemisphere"),
+        (RMC.replace(",022.4,", ",-1.0,"), "negative speed"),
+        (RMC.replace(",084.4,", ",361.0,"), "course over 360"),
+        (RMC.replace("230324", "320324"), "day 32"),
+        (RMC.replace("123519.00", "126019.00"), "minute 60"),
+        (RMC.replace(",022.4,", ",nan,"), "NaN speed"),
+    ],
+)
+def test_out_of_range_is_rejected_not_clamped(body: str, bad: str) -> None:
+    epochs, stats = run(frame(body))
+    assert [e.fix for e in epochs] in ([None], []), bad  # type: ignore[attr-defined]
+    assert stats["rejected_values"] == 1, bad
+
+
+def test_stale_coordinates_in_a_void_rmc_are_no_fix() -> None:
+    epochs, _ = run(frame(RMC.replace(",A,", ",V,", 1)) + frame(GGA))
+    assert [(e.fix, e.reason) for e in epochs] == [(None, NoFixReason.RMC_VOID)]  # type: ignore[attr-defined]
+
+
+def test_rmc_mode_n_is_no_fix() -> None:
+    epochs, _ = run(frame(RMC[:-1] + "N"))
+    assert epochs[0].reason is NoFixReason.RMC_MODE_N  # type: ignore[attr-defined]
+
+
+def test_week_rollover_is_corrected() -> None:
+    rolled = RMC.replace("230324", "070804")  # 2024-03-23 minus 1024 weeks = 2004-08-07
+    epochs, _ = run(frame(rolled))
+    assert epochs[0].fix.utc.date() == dt.date(2024, 3, 23)  # type: ignore[attr-defined]
+
+
+def test_gga_only_receiver_uses_last_date_and_crosses_midnight() -> None:
+    late = RMC.replace("123519.00", "235959.00")
+    gga1 = GGA.replace("123519.00", "235959.50")
+    gga2 = GGA.replace("123519.00", "000000.50")
+    epochs, _ = run(frame(late) + frame(gga1) + frame(gga2))
+    utcs = [e.fix.utc for e in epochs]  # type: ignore[attr-defined]
+    assert utcs == [
+        dt.datetime(2024, 3, 23, 23, 59, 59, tzinfo=dt.UTC),
+        dt.datetime(2024, 3, 23, 23, 59, 59, 500000, tzinfo=dt.UTC),
+        dt.datetime(2024, 3, 24, 0, 0, 0, 500000, tzinfo=dt.UTC),
+    ]
+
+
+def test_gga_only_without_any_date_is_no_fix() -> None:
+    epochs, _ = run(frame(GGA))
+    assert [(e.fix, e.reason) for e in epochs] == [(None, NoFixReason.NO_DATE)]  # type: ignore[attr-defined]
+
+
+def test_bad_checksum_counted_and_policy() -> None:
+    data = frame(RMC, corrupt=True) + frame(GGA)
+    epochs, stats = run(data)
+    assert stats["bad_checksum"] == 1
+    assert epochs[0].reason is NoFixReason.NO_DATE  # type: ignore[attr-defined]  # RMC dropped
+    epochs, stats = run(data, checksum_policy="accept")
+    assert stats["bad_checksum"] == 1 and epochs[0].fix is not None  # type: ignore[attr-defined]
+
+
+def test_missing_checksum_policy() -> None:
+    data = f"${RMC}\r\n".encode()
+    epochs, stats = run(data)
+    assert stats["missing_checksum"] == 1 and epochs[0].fix is not None  # type: ignore[attr-defined]
+    epochs, stats = run(data, missing_checksum="reject")
+    assert epochs == []
+
+
+def test_garbage_nul_overlong_and_partial_lines_resynchronise() -> None:
+    data = (
+        b"\x00\x00\xff\xfe noise"
+        + b"$GPGGA,123519.00,4807"  # cut short by a reconnect
+        + frame(RMC)
+        + b"$GPTXT,"
+        + b"x" * (MAX_LINE_BYTES + 10)
+        + b"\r\n"
+        + b"$GPGSA,A,3,\x00\x00*00\r\n"
+        + frame(GGA)
+    )
+    epochs, stats = run(data)
+    assert len(epochs) == 1 and epochs[0].fix is not None  # type: ignore[attr-defined]
+    assert stats["overlong_lines"] == 1
+    assert stats["garbage_bytes"] >= 8 + 21 + 15
+    assert stats["sentences_ok"] == 2
+
+
+def test_unknown_and_proprietary_sentences_are_counted() -> None:
+    _, stats = run(frame("PMTK010,001") + frame("XXRMC,1") + frame("GPXYZ,1") + frame(RMC))
+    assert stats["unknown_sentences"] == 3
+
+
+def test_untimed_sentences_go_to_the_burst_they_arrived_in() -> None:
+    # Quectel order: GSA and VTG come before the epoch's RMC; a 2D GSA in the second burst
+    # must not leak into the first epoch.
+    decoder = NMEADecoder()
+    gsa2 = GSA.replace("A,3,", "A,2,")
+    rmc2 = RMC.replace("123519.00", "123520.00")
+    gga2 = GGA.replace("123519.00", "123520.00")
+    first = decoder.feed(frame(GSA) + frame(RMC) + frame(GGA), 10.0)
+    second = decoder.feed(frame(gsa2) + frame(rmc2) + frame(gga2), 11.0)
+    epochs = first + second + decoder.flush()
+    assert [e.fix.mode for e in epochs] == [FixMode.FIX_3D, FixMode.FIX_2D]  # type: ignore[union-attr]
+
+
+def test_cold_start_without_time_yields_no_fix_epochs_with_bounded_memory() -> None:
+    rmc = frame("GPRMC,,V,,,,,,,,,,N")
+    gga = frame("GPGGA,,,,,,0,00,99.99,,,,,,")
+    decoder = NMEADecoder()
+    epochs = decoder.feed((rmc + gga) * 1000, 0.0) + decoder.flush()
+    assert len(epochs) == 1000
+    assert {e.reason for e in epochs} == {NoFixReason.RMC_VOID}
+    assert all(e.fix is None for e in epochs)
+
+
+def test_learned_epoch_ender_emits_without_waiting_for_the_next_epoch() -> None:
+    decoder = NMEADecoder()
+    out = []
+    for second in range(19, 24):
+        t = f"1235{second}.00"
+        out.append(
+            len(decoder.feed(frame(GGA.replace("123519.00", t)) + frame(GSA), 0.0))
+            + len(decoder.feed(frame(RMC.replace("123519.00", t)), 0.0))
+        )
+    # Epochs are first emitted when the next begins; once RMC is known to end each epoch,
+    # every epoch comes out at its own RMC.
+    assert out[-2:] == [1, 1]
+    assert decoder.stats()["fixes"] == 5
