@@ -54,7 +54,13 @@ class GeofenceDetector:
                 continue
             if inside == track.inside:
                 track.streak = 0
-                if not inside and joined and prev is not None and not parked:
+                if (
+                    not inside
+                    and joined
+                    and prev is not None
+                    and not parked
+                    and not fence.contains(prev.lat, prev.lon)
+                ):
                     out += self._pass_through(fence, prev, fix)
                 continue
             if parked and track.streak == 0:

@@ -34,7 +34,12 @@ class IdleDetector:
         ts = sample.ts_mono
         if self._last_ts is not None and ts < self._last_ts:
             return []
-        if self._since is not None and self._last_ts is not None and m.fuel_rate_lph is not None:
+        if (
+            self._since is not None
+            and self._moving_since is None
+            and self._last_ts is not None
+            and m.fuel_rate_lph is not None
+        ):
             dt = ts - self._last_ts
             if 0 < dt <= self._gap_s:
                 self._fuel_l += m.fuel_rate_lph * dt / 3600.0

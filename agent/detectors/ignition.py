@@ -8,7 +8,11 @@ from drivers.samples import Sample
 
 
 class IgnitionDetector:
-    """Emits one event per change of :attr:`MotionTracker.ignition` (GPIO, RPM or voltage)."""
+    """Emits one event per change of :attr:`MotionTracker.ignition` (GPIO, RPM or voltage).
+
+    The first state learnt after start is reported only when it is on: an agent that boots with
+    the key off has seen no ignition_off happen.
+    """
 
     def __init__(self) -> None:
         self._state: bool | None = None
@@ -16,7 +20,10 @@ class IgnitionDetector:
     def feed(self, sample: Sample, m: MotionTracker) -> list[Event]:
         if m.ignition is None or m.ignition == self._state:
             return []
+        first = self._state is None
         self._state = m.ignition
+        if first and not m.ignition:
+            return []
         ts = m.ignition_ts if m.ignition_ts is not None else sample.ts_mono
         pos = m.position()
         etype = EventType.IGNITION_ON if m.ignition else EventType.IGNITION_OFF
