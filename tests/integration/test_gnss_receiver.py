@@ -1,0 +1,252 @@
+"""The GNSS receiver thread against a receiver talking NMEA on a real pseudo-terminal."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from drivers.gnss import GNSSReceiver, GNSSSettings
+from drivers.samples import GNSSFix, LinkSample, LinkState, Sample
+from simulator.nmea import Epoch, Satellite, Talker, encode_epoch, frame
+from simulator.pty import PtyDevice
+
+START_UTC = dt.datetime(2025, 6, 2, 8, 0, 0, tzinfo=dt.UTC)
+RATE_HZ = 10.0
+
+
+class Line:
+    """A receiver on a pseudo-terminal writing one epoch every 0.1 s (the simulator's encoder)."""
+
+    def __init__(self, device: PtyDevice) -> None:
+        self.device = device
+        self.knows_time = True
+        self.fix = True
+        self.silent = False
+        self.corrupt_next = 0
+        self.inject = b""
+        self.epochs = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+
+    def utc_of(self, n: int) -> dt.datetime:
+        return START_UTC + dt.timedelta(seconds=n / RATE_HZ)
+
+    def _run(self) -> None:
+        sats = tuple(Satellite(p, 40, 90, 40) for p in (2, 5, 7, 9, 13, 15))
+        while not self._stop.wait(1.0 / RATE_HZ):
+            with self._lock:
+                n, self.epochs = self.epochs, self.epochs + 1
+                inject, self.inject = self.inject, b""
+                utc = self.utc_of(n) if self.knows_time else None
+                epoch = Epoch(
+                    utc=utc,
+                    fix=self.fix,
+                    lat=52.5 + n * 1e-5 if self.fix else 0.0,
+                    lon=13.4 if self.fix else 0.0,
+                    alt_m=40.0,
+                    speed_knots=10.0,
+                    course_deg=90.0,
+                    used_prns=(2, 5, 7, 9, 13, 15) if self.fix else (),
+                    hdop=0.9 if self.fix else 99.99,
+                    pdop=1.5 if self.fix else 99.99,
+                    satellites=sats,
+                )
+                out = bytearray(inject)
+                for body in encode_epoch(Talker.GP, epoch, with_satellites=n % 10 == 0):
+                    corrupt = self.corrupt_next > 0
+                    self.corrupt_next -= int(corrupt)
+                    out += frame(body, corrupt=corrupt).encode()
+                if not self.silent:
+                    self.device.write(bytes(out))
+
+    def set(self, **changes: object) -> None:
+        with self._lock:
+            for name, value in changes.items():
+                setattr(self, name, value)
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, Sample]] = []
+        self._cond = threading.Condition()
+
+    def __call__(self, sample: Sample) -> None:
+        with self._cond:
+            self.samples.append((time.monotonic(), sample))
+            self._cond.notify_all()
+
+    def wait_for(
+        self, pred: Callable[[Sample], bool], timeout_s: float, after: float = 0.0
+    ) -> Sample:
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while True:
+                for t, s in self.samples:
+                    if t >= after and pred(s):
+                        return s
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"not seen within {timeout_s} s: {self.links()}")
+                self._cond.wait(left)
+
+    def links(self) -> list[tuple[str, str]]:
+        return [(s.state.value, s.reason) for _, s in self.samples if isinstance(s, LinkSample)]
+
+    def fixes(self) -> list[GNSSFix]:
+        return [s for _, s in self.samples if isinstance(s, GNSSFix)]
+
+
+def is_state(state: LinkState) -> Callable[[Sample], bool]:
+    return lambda s: isinstance(s, LinkSample) and s.state is state
+
+
+def is_fix(s: Sample) -> bool:
+    return isinstance(s, GNSSFix)
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[tuple[PtyDevice, Line, Collector, Callable[..., GNSSReceiver]]]:
+    device = PtyDevice(tmp_path / "gnss0")
+    device.plug()
+    line = Line(device)
+    collector = Collector()
+    receivers: list[GNSSReceiver] = []
+
+    def make(**kw: object) -> GNSSReceiver:
+        settings = GNSSSettings(port=str(device.link_path), **kw)  # type: ignore[arg-type]
+        rx = GNSSReceiver(settings, collector, time.monotonic)
+        receivers.append(rx)
+        rx.start()
+        return rx
+
+    line.start()
+    yield device, line, collector, make
+    for rx in receivers:
+        rx.stop()
+    line.stop()
+    device.unplug()
+
+
+def test_cold_start_then_fix(
+    rig: tuple[PtyDevice, Line, Collector, Callable[..., GNSSReceiver]],
+) -> None:
+    _, line, collector, make = rig
+    line.set(knows_time=False, fix=False)
+    rx = make()
+    no_fix = collector.wait_for(is_state(LinkState.NO_FIX), 3.0)
+    assert isinstance(no_fix, LinkSample) and no_fix.reason == "rmc status V"
+    assert collector.fixes() == []
+    line.set(knows_time=True, fix=True)
+    collector.wait_for(is_state(LinkState.UP), 3.0)
+    fix = collector.wait_for(is_fix, 3.0)
+    assert isinstance(fix, GNSSFix) and fix.utc >= START_UTC and fix.mode == 3
+    time.sleep(0.5)
+    utcs = [f.utc for f in collector.fixes()]
+    assert utcs == sorted(set(utcs)) and len(utcs) >= 4  # one fix per epoch, in order
+    assert collector.links()[:2] == [("no_fix", "rmc status V"), ("up", "fix")]
+    assert rx.last_progress > time.monotonic() - 1.0
+
+
+def test_fix_loss_and_recovery(
+    rig: tuple[PtyDevice, Line, Collector, Callable[..., GNSSReceiver]],
+) -> None:
+    _, line, collector, make = rig
+    make()
+    collector.wait_for(is_state(LinkState.UP), 3.0)
+    line.set(fix=False)
+    t_lost = time.monotonic()
+    collector.wait_for(is_state(LinkState.NO_FIX), 2.0, after=t_lost)
+    t_nofix = time.monotonic()
+    time.sleep(0.5)
+    lost_fixes = [s for t, s in collector.samples if t > t_nofix and isinstance(s, GNSSFix)]
+    assert lost_fixes == []  # stale coordinates of void epochs never become fixes
+    line.set(fix=True)
+    collector.wait_for(is_state(LinkState.UP), 2.0, after=t_nofix)
+    states = [state for state, _ in collector.links()]
+    assert states == ["up", "no_fix", "up"]  # transitions only, no repeats
+
+
+def test_garbage_bad_checksums_and_overlong_lines(
+    rig: tuple[PtyDevice, Line, Collector, Callable[..., GNSSReceiver]],
+) -> None:
+    _, line, collector, make = rig
+    rx = make()
+    collector.wait_for(is_fix, 3.0)
+    junk = b"\x00\x00\x00\xff\xfe\x80garbage" + b"$GPGGA,0800" + b"$GPTXT," + b"A" * 400 + b"\r\n"
+    line.set(inject=junk, corrupt_next=5)
+    time.sleep(1.0)
+    t0 = time.monotonic()
+    collector.wait_for(is_fix, 2.0, after=t0)
+    stats = rx.stats()
+    assert stats["bad_checksum"] == 5
+    assert stats["overlong_lines"] == 1
+    assert stats["garbage_bytes"] >= 20
+    assert [state for state, _ in collector.links()] == ["up"]
+
+
+def test_unplug_and_replug_resumes_fixes_within_3_s(
+    rig: tuple[PtyDevice, Line, Collector, Callable[..., GNSSReceiver]],
+) -> None:
+    device, _, collector, make = rig
+    rx = make()
+    collector.wait_for(is_fix, 3.0)
+    t_unplug = time.monotonic()
+    device.unplug()
+    down = collector.wait_for(is_state(LinkState.DOWN), 2.0, after=t_unplug)
+    assert isinstance(down, LinkSample) and down.reason == "device disappeared"
+    time.sleep(1.5)  # the receiver retries a missing device meanwhile
+    device.replug()
+    t_back = time.monotonic()
+    collector.wait_for(is_fix, 3.0, after=t_back)
+    assert time.monotonic() - t_back < 3.0
+    assert [state for state, _ in collector.links()] == ["up", "down", "up"]
+    assert rx.stats()["reconnects"] == 2
+
+
+def test_silence_is_reported_down(
+    rig: tuple[PtyDevice, Line, Collector, Callable[..., GNSSReceiver]],
+) -> None:
+    _, line, collector, make = rig
+    make(silence_timeout_s=1.0)
+    collector.wait_for(is_fix, 3.0)
+    line.set(silent=True)
+    down = collector.wait_for(is_state(LinkState.DOWN), 3.0)
+    assert isinstance(down, LinkSample) and down.reason == "no data for 1 s"
+    line.set(silent=False)
+    collector.wait_for(is_state(LinkState.UP), 3.0, after=time.monotonic())
+
+
+def test_missing_port_is_reported_and_retried(tmp_path: Path) -> None:
+    collector = Collector()
+    path = tmp_path / "gnss9"
+    rx = GNSSReceiver(GNSSSettings(port=str(path)), collector, time.monotonic)
+    rx.start()
+    try:
+        down = collector.wait_for(is_state(LinkState.DOWN), 2.0)
+        assert isinstance(down, LinkSample) and down.reason.startswith(f"cannot open {path}:")
+        time.sleep(0.5)
+        assert rx.stats()["open_failures"] >= 2
+        assert len(collector.links()) == 1  # reported once, not on every retry
+    finally:
+        rx.stop()
+
+
+def test_baud_auto_detection_on_a_pty(
+    rig: tuple[PtyDevice, Line, Collector, Callable[..., GNSSReceiver]],
+) -> None:
+    _, _, collector, make = rig
+    make(baud=0)
+    collector.wait_for(is_fix, 5.0)
