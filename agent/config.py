@@ -268,6 +268,12 @@ class TripDetectSection:
         min=0.0,
         max=86400.0,
     )
+    min_stop_s: float = _opt(
+        300.0,
+        f"a trip ends only within a standstill at least this long; shorter stops ({_TABLE})",
+        min=0.0,
+        max=86400.0,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from drivers.samples import DTCSample, Sample
 
 
 class DTCDetector:
-    """One event per code that appears in, or vanishes from, the stored codes (mode 03).
+    """One event for the codes that appear in, one for those that vanish from, a mode 03 read.
 
     Codes present at the first read after start are reported as set: the agent cannot know
     whether a backend has seen them, and a duplicate is cheaper than a missed fault.
@@ -25,18 +25,11 @@ class DTCDetector:
         self._codes = codes
         pos = m.position()
         lat, lon = (None, None) if pos is None else pos
-        out = [
-            Event(EventType.DTC_SET, sample.ts_mono, lat, lon, {"code": c, "stored": sorted(codes)})
-            for c in sorted(codes - before)
-        ]
-        out += [
-            Event(
-                EventType.DTC_CLEARED,
-                sample.ts_mono,
-                lat,
-                lon,
-                {"code": c, "stored": sorted(codes)},
-            )
-            for c in sorted(before - codes)
-        ]
+        out: list[Event] = []
+        if codes - before:
+            data = {"codes": sorted(codes - before), "stored": sorted(codes)}
+            out.append(Event(EventType.DTC_SET, sample.ts_mono, lat, lon, data))
+        if before - codes:
+            data = {"codes": sorted(before - codes), "stored": sorted(codes)}
+            out.append(Event(EventType.DTC_CLEARED, sample.ts_mono, lat, lon, data))
         return out

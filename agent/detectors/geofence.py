@@ -51,6 +51,14 @@ class GeofenceDetector:
             inside = fence.contains(fix.lat, fix.lon)
             if track.inside is None:
                 track.inside = inside
+                if inside:
+                    # Inside when the agent started: reported once, at the start, as initial.
+                    t0 = m.first_ts if m.first_ts is not None else fix.ts_mono
+                    out.append(
+                        self._event(
+                            EventType.GEOFENCE_ENTER, fence, t0, (fix.lat, fix.lon), initial=True
+                        )
+                    )
                 continue
             if inside == track.inside:
                 track.streak = 0
@@ -106,10 +114,13 @@ class GeofenceDetector:
         at: tuple[float, float],
         *,
         pass_through: bool = False,
+        initial: bool = False,
     ) -> Event:
         data: dict[str, object] = {"geofence_id": fence.id, "name": fence.name}
         if pass_through:
             data["pass_through"] = True
+        if initial:
+            data["initial"] = True
         return Event(etype, ts, round(at[0], 7), round(at[1], 7), data)
 
 

@@ -65,7 +65,7 @@ class HarshDetector:
         speed = m.speed_kmh or 0.0
         out: list[Event] = []
         self._accel, ev = self._step(self._accel, ts, accel, accel >= s.accel_mps2, speed, m)
-        if ev is not None and ev.max_speed_kmh >= s.min_speed_kmh:
+        if ev is not None and ev.speed_kmh >= s.min_speed_kmh:
             out.append(self._emit(EventType.HARSH_ACCEL, ev, ts))
         self._brake, ev = self._step(self._brake, ts, accel, accel <= s.brake_mps2, speed, m)
         if ev is not None and ev.speed_kmh >= s.min_speed_kmh:
@@ -87,7 +87,7 @@ class HarshDetector:
                 pos = m.position()
                 # The run starts where the estimate first crossed; its speed is the speed
                 # at the start of the window (before the hard braking took it away).
-                start_speed = max(speed, speed - value * 3.6 * self._s.accel_window_s / 2)
+                start_speed = max(0.0, speed - value * 3.6 * self._s.accel_window_s / 2)
                 return (
                     _Run(
                         ts,

@@ -20,6 +20,7 @@ class _LinkTrack:
     lost_since: float | None = None  # onset of the current outage
     reason: str = ""
     reported: bool = False  # the outage lasted long enough and was emitted
+    was_up: bool = False  # a link that never came up (cold start) cannot be lost
 
 
 class LinkDetector:
@@ -42,7 +43,7 @@ class LinkDetector:
                 out += self._up(sample.link, ts, m)
             else:
                 track = self._tracks[sample.link]
-                if track.lost_since is None:
+                if track.lost_since is None and track.was_up:
                     track.lost_since, track.reason, track.reported = ts, sample.reason, False
         elif isinstance(sample, GNSSFix):
             out += self._up(Link.GNSS, ts, m)
@@ -74,6 +75,7 @@ class LinkDetector:
 
     def _up(self, link: Link, ts: float, m: MotionTracker) -> list[Event]:
         track = self._tracks[link]
+        track.was_up = True
         if track.lost_since is None:
             return []
         out: list[Event] = []
@@ -90,5 +92,5 @@ class LinkDetector:
                     {"outage_s": round(max(0.0, ts - track.lost_since), 1)},
                 )
             )
-        self._tracks[link] = _LinkTrack()
+        self._tracks[link] = _LinkTrack(was_up=True)
         return out

@@ -53,6 +53,8 @@ class MotionTracker:
         self._accel_window_s = accel_window_s
         self._trace_s = trace_s
         self.now_s: float | None = None
+        self.first_ts: float | None = None  # when the agent started seeing samples
+        self.still_since: float | None = None  # onset of the current standstill
         # Ignition: GPIO samples win; without them, RPM; without RPM, charging voltage.
         self.ignition: bool | None = None
         self.ignition_ts: float | None = None
@@ -120,6 +122,8 @@ class MotionTracker:
             return
         if self.now_s is None or ts > self.now_s:
             self.now_s = ts
+        if self.first_ts is None:
+            self.first_ts = ts
         if isinstance(sample, IgnitionSample):
             self._on_ignition(sample)
         elif isinstance(sample, OBDReading):
@@ -219,6 +223,11 @@ class MotionTracker:
         )
         changed_source = source != self.speed_source
         self.speed_kmh, self.speed_source = speed, source
+        still = self.stationary()
+        if still is False:
+            self.still_since = None
+        elif still and self.still_since is None:
+            self.still_since = ts
         if source is None or speed is None:
             self._speeds.clear()
             self.accel_mps2 = None

@@ -12,7 +12,8 @@ class StopDetector:
     """Stationary (engine on or off) for ``min_s`` is a stop, reported at its onset.
 
     It ends at the onset of a movement lasting ``end_moving_s``. The place is the first gated
-    fix of the stop, so parked multipath jitter does not drag it around.
+    fix of the stop, so parked multipath jitter does not drag it around. The standstill the agent
+    starts in is not a stop: nobody delivered anything before the van first moved.
     """
 
     def __init__(self, settings: StopDetectSection) -> None:
@@ -22,6 +23,7 @@ class StopDetector:
         self._moving_since: float | None = None
         self._where: tuple[float, float] | None = None
         self._last_ts: float | None = None
+        self._has_moved = False
 
     @property
     def active(self) -> bool:
@@ -34,6 +36,10 @@ class StopDetector:
         self._last_ts = ts
         still = m.stationary()
         if still is None:
+            return []
+        if not still:
+            self._has_moved = True
+        elif not self._has_moved:
             return []
         if still:
             self._moving_since = None

@@ -51,8 +51,9 @@ class TripDetector:
 
     Start: ignition on and (fused speed above ``start_speed_kmh`` for START_CONFIRM_S, or
     ``start_distance_m`` of gated displacement since ignition on); the event time is the onset of
-    that movement. End: ignition off for ``end_ignition_off_s``; the event time is the ignition
-    off. Shorter offs (a stall, a quick delivery with the key turned) do not split the trip.
+    that movement. End: ignition off for ``end_ignition_off_s`` within a standstill of at least
+    ``min_stop_s``; the event time is the ignition off. Shorter offs (a stall) and shorter stops
+    (a quick delivery with the key turned) do not split the trip.
     Distance and fuel integrate the fused speed and the ECU's fuel rate.
     """
 
@@ -136,6 +137,9 @@ class TripDetector:
     def tick(self, now_s: float, m: MotionTracker) -> list[Event]:
         trip, off = self._trip, self._off_since
         if trip is None or off is None or now_s - off < self._s.end_ignition_off_s:
+            return []
+        still = m.still_since
+        if still is None or now_s - still < self._s.min_stop_s:
             return []
         self._trip, self._off_since = None, None
         duration = max(0.0, off - trip.start_ts)

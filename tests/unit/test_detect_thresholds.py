@@ -170,11 +170,19 @@ def test_stop_min_duration(stop_s: float, fires: bool) -> None:
 
 @pytest.mark.parametrize(("off_s", "ends"), [(58.0, False), (62.0, True)])
 def test_trip_end_needs_ignition_off_long_enough(off_s: float, ends: bool) -> None:
-    d = _cruising(40).cruise(30).to_speed(0, 2.0).park(5).ignition(False).park(off_s)
+    d = _cruising(40).cruise(30).to_speed(0, 2.0).park(300).ignition(False).park(off_s)
     d.ignition(True).park(5).to_speed(40).cruise(30)
     events = [e for e in run(d.samples()) if e.ts_mono < d.now - 1]
     assert len(of(events, EventType.TRIP_END)) == int(ends)
     assert len(of(events, EventType.TRIP_START)) == 1 + int(ends)
+
+
+@pytest.mark.parametrize(("still_s", "ends"), [(290.0, False), (310.0, True)])
+def test_trip_end_needs_a_long_enough_standstill(still_s: float, ends: bool) -> None:
+    d = _cruising(40).cruise(30).to_speed(0, 2.0).park(10).ignition(False).park(still_s - 10)
+    d.ignition(True).park(0.1).to_speed(40).cruise(30)
+    events = [e for e in run(d.samples()) if e.ts_mono < d.now - 1]
+    assert len(of(events, EventType.TRIP_END)) == int(ends)
 
 
 @pytest.mark.parametrize(("speed", "fires"), [(4.0, False), (6.5, True)])
@@ -260,7 +268,7 @@ def test_low_battery_not_while_the_engine_runs() -> None:
     assert not of(run(samples), EventType.LOW_BATTERY)
 
 
-def test_dtc_set_and_cleared_once_per_code() -> None:
+def test_dtc_set_and_cleared_once_per_change() -> None:
     samples = [
         DTCSample(0.0, ()),
         DTCSample(60.0, ("P0301",)),
@@ -269,13 +277,13 @@ def test_dtc_set_and_cleared_once_per_code() -> None:
         DTCSample(240.0, ()),
     ]
     events = run(samples)
-    assert [(e.ts_mono, e.data["code"]) for e in of(events, EventType.DTC_SET)] == [
-        (60.0, "P0301"),
-        (120.0, "P0420"),
+    assert [(e.ts_mono, e.data["codes"]) for e in of(events, EventType.DTC_SET)] == [
+        (60.0, ["P0301"]),
+        (120.0, ["P0420"]),
     ]
-    assert [(e.ts_mono, e.data["code"]) for e in of(events, EventType.DTC_CLEARED)] == [
-        (180.0, "P0301"),
-        (240.0, "P0420"),
+    assert [(e.ts_mono, e.data["codes"]) for e in of(events, EventType.DTC_CLEARED)] == [
+        (180.0, ["P0301"]),
+        (240.0, ["P0420"]),
     ]
 
 
