@@ -1,0 +1,786 @@
+"""Self-test: the technician's checklist of config, GNSS, OBD, ignition, broker, spool and clock.
+
+``telematics-agent check --config FILE [--json] [--timeout S]`` runs every probe that does not
+depend on another one concurrently, each in its own thread with its own deadline, so the whole
+checklist is done within ``timeout + 3`` seconds (28 s with the default) whatever hangs. Each item
+is ``pass``, ``fail``, ``warn`` (works, but something deserves attention) or ``skip`` (not
+configured, or already explained by a failed item), with a detail and, when not passing, a hint
+saying what to do.
+
+Exit status: 0 when nothing failed (warnings and skips allowed), 1 when an item failed, 2 when
+the configuration is missing or invalid (the checklist is still printed: the config item fails and
+every other item is skipped), like every other configuration error of the agent.
+
+Run it with the agent stopped (``systemctl stop telematics-agent``): the agent holds the serial
+ports, and the adapter answers one client at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import errno
+import json
+import logging
+import os
+import queue
+import shutil
+import socket
+import sqlite3
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from agent import config as agent_config
+from agent.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = "/etc/telematics-agent/agent.toml"
+DEFAULT_TIMEOUT_S = 25.0
+JOIN_GRACE_S = 3.0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+CLOCK_TOLERANCE_S = 2.0
+
+GNSS_ANTENNA_HINT = (
+    "the antenna needs a clear view of the sky: magnetic puck on the roof, or under a plastic "
+    "(not metal, not heated-windscreen) panel; check its cable and connector; after a cold start "
+    "or a long move a first fix can take several minutes"
+)
+
+
+class Status(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    WARN = "warn"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """One line of the checklist."""
+
+    name: str
+    status: Status
+    detail: str
+    hint: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        return {"name": self.name, "status": self.status.value, "detail": self.detail,
+                "hint": self.hint}
+
+
+ITEMS = (
+    "config", "gnss_port", "gnss_fix", "obd_adapter", "obd_vehicle", "ignition", "broker",
+    "spool", "clock",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class GNSSTime:
+    """A fix's UTC and the system clock when it arrived, for the clock item."""
+
+    fix_utc: dt.datetime
+    system_utc: dt.datetime
+
+
+@dataclass(slots=True)
+class _Probe:
+    """A probe running in its own thread; ``results`` is filled when it finishes."""
+
+    names: tuple[str, ...]
+    thread: threading.Thread
+    results: list[CheckResult] = field(default_factory=list)
+    gnss_time: GNSSTime | None = None
+
+
+# --- GNSS -------------------------------------------------------------------------------------
+
+
+def _missing_path(port: str) -> bool:
+    return "://" not in port and not os.path.exists(port)
+
+
+def probe_gnss(
+    cfg: agent_config.Config, timeout_s: float
+) -> tuple[list[CheckResult], GNSSTime | None]:
+    """Open the receiver, wait for NMEA and a fix; two items: ``gnss_port`` and ``gnss_fix``."""
+    from drivers.gnss import GNSSReceiver, GNSSSettings
+    from drivers.samples import GNSSFix, LinkSample, Sample
+
+    g = cfg.gnss
+    if not g.enabled:
+        return [
+            CheckResult("gnss_port", Status.SKIP, "GNSS disabled (gnss.enabled = false)"),
+            CheckResult("gnss_fix", Status.SKIP, "GNSS disabled"),
+        ], None
+    if _missing_path(g.port):
+        return [
+            CheckResult(
+                "gnss_port", Status.FAIL, f"GNSS port {g.port} does not exist",
+                "plug the GNSS receiver's USB into the Pi; `ls -l /dev/serial/by-id/` shows it; "
+                f"if it is there but {g.port} is not, fix the udev rule or set gnss.port",
+            ),
+            CheckResult("gnss_fix", Status.SKIP, "no GNSS port"),
+        ], None
+
+    samples: queue.SimpleQueue[Sample] = queue.SimpleQueue()
+    receiver = GNSSReceiver(
+        GNSSSettings(
+            port=g.port, baud=g.baud, checksum_policy=g.checksum_policy,
+            missing_checksum=g.missing_checksum, silence_timeout_s=g.silence_timeout_s,
+            set_system_clock=False,
+        ),
+        samples.put,
+        time.monotonic,
+    )
+    started = time.monotonic()
+    deadline = started + timeout_s
+    fix: GNSSFix | None = None
+    gnss_time: GNSSTime | None = None
+    last_link = ""
+    receiver.start()
+    try:
+        while fix is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                sample = samples.get(timeout=min(left, 0.5))
+            except queue.Empty:
+                continue
+            if isinstance(sample, GNSSFix):
+                fix = sample
+                gnss_time = GNSSTime(sample.utc, dt.datetime.now(dt.UTC))
+            elif isinstance(sample, LinkSample):
+                last_link = sample.reason
+    finally:
+        receiver.stop(timeout_s=2.0)
+    waited_s = time.monotonic() - started
+    stats = receiver.stats()
+    sentences = stats.get("sentences_ok", 0)
+
+    if fix is not None:
+        where = f"{fix.lat:.5f}, {fix.lon:.5f}"
+        quality = ", ".join(
+            part for part in (
+                f"{fix.mode.value}D",
+                f"{fix.sats} satellites" if fix.sats is not None else "",
+                f"HDOP {fix.hdop:.1f}" if fix.hdop is not None else "",
+            ) if part
+        )
+        return [
+            CheckResult("gnss_port", Status.PASS, f"NMEA flowing on {g.port}"),
+            CheckResult("gnss_fix", Status.PASS,
+                        f"fix after {waited_s:.1f} s at {where} ({quality})"),
+        ], gnss_time
+    if sentences > 0:
+        reason = last_link or "no valid position"
+        return [
+            CheckResult("gnss_port", Status.PASS,
+                        f"NMEA flowing on {g.port} ({sentences} sentences)"),
+            CheckResult("gnss_fix", Status.FAIL,
+                        f"no fix within {waited_s:.0f} s: the receiver reports {reason}",
+                        GNSS_ANTENNA_HINT),
+        ], None
+    no_fix = CheckResult("gnss_fix", Status.SKIP, "no NMEA from the receiver")
+    if stats.get("bad_checksum", 0) > 0:
+        return [CheckResult(
+            "gnss_port", Status.FAIL,
+            f"{g.port}: {stats['bad_checksum']} sentences, all with bad checksums",
+            "electrical noise or a wrong speed: check the cable, set gnss.baud "
+            "(0 = detect), or gnss.checksum_policy = \"accept\" for a receiver known to be sloppy",
+        ), no_fix], None
+    if stats.get("garbage_bytes", 0) > 0:
+        return [CheckResult(
+            "gnss_port", Status.FAIL,
+            f"{g.port}: bytes arrive but no NMEA sentence ({stats['garbage_bytes']} bytes)",
+            f"wrong serial speed: set gnss.baud to the receiver's speed (now {g.baud}; "
+            "most u-blox pucks use 9600; 0 = detect automatically)",
+        ), no_fix], None
+    if last_link.startswith("cannot open"):
+        return [CheckResult(
+            "gnss_port", Status.FAIL, last_link,
+            "is the agent running and holding it (`systemctl stop telematics-agent` first)? "
+            "is the service user in group dialout?",
+        ), no_fix], None
+    return [CheckResult(
+        "gnss_port", Status.FAIL,
+        f"{g.port} opens but nothing arrived in {waited_s:.0f} s",
+        "receiver not powered, the wrong device, or (on a UART) TX and RX swapped",
+    ), no_fix], None
+
+
+# --- OBD --------------------------------------------------------------------------------------
+
+
+def probe_obd(cfg: agent_config.Config, timeout_s: float) -> list[CheckResult]:
+    """Connect to the adapter, wait for the vehicle: items ``obd_adapter``, ``obd_vehicle``."""
+    o = cfg.obd
+    if not o.enabled:
+        return [
+            CheckResult("obd_adapter", Status.SKIP, "OBD disabled (obd.enabled = false)"),
+            CheckResult("obd_vehicle", Status.SKIP, "OBD disabled"),
+        ]
+    if _missing_path(o.port):
+        return [
+            CheckResult(
+                "obd_adapter", Status.FAIL, f"OBD adapter port {o.port} does not exist",
+                "plug the adapter into the vehicle's OBD-II socket (under the dashboard, driver's "
+                "side) and its USB cable into the Pi; `ls -l /dev/serial/by-id/` shows it; "
+                f"if it is there but {o.port} is not, fix the udev rule or set obd.port",
+            ),
+            CheckResult("obd_vehicle", Status.SKIP, "no OBD adapter"),
+        ]
+
+    from drivers.obd import OBDReader, OBDSettings
+    from drivers.samples import LinkSample, LinkState, OBDReading, Sample, VehicleInfo
+
+    samples: queue.SimpleQueue[Sample] = queue.SimpleQueue()
+    reader = OBDReader(
+        OBDSettings(
+            port=o.port, baud=o.baud, fuel_type=o.fuel_type, displacement_l=o.displacement_l,
+            volumetric_efficiency=o.volumetric_efficiency, low_voltage_v=o.low_voltage_v,
+            multi_pid=o.multi_pid, timeout_s=o.timeout_s,
+        ),
+        samples.put,
+        time.monotonic,
+    )
+    deadline = time.monotonic() + timeout_s
+    info: VehicleInfo | None = None
+    up = False
+    last_down = ""
+    voltage_v: float | None = None
+    reader.start()
+    try:
+        while info is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                sample = samples.get(timeout=min(left, 0.5))
+            except queue.Empty:
+                continue
+            if isinstance(sample, VehicleInfo):
+                info = sample
+            elif isinstance(sample, LinkSample):
+                if sample.state is LinkState.UP:
+                    up = True
+                else:
+                    last_down = sample.reason
+            elif isinstance(sample, OBDReading) and sample.voltage_v is not None:
+                voltage_v = sample.voltage_v
+    finally:
+        # python-obd can sit in a blocking read for a while: do not wait for it past the budget.
+        reader.stop(timeout_s=min(2.0, max(0.1, deadline + JOIN_GRACE_S / 2 - time.monotonic())))
+
+    battery = f", battery {voltage_v:.1f} V" if voltage_v is not None else ""
+    if info is not None:
+        vin = info.vin or "not reported (the vehicle does not answer mode 09)"
+        return [
+            CheckResult("obd_adapter", Status.PASS,
+                        f"{info.adapter} answering on {o.port}{battery}"),
+            CheckResult("obd_vehicle", Status.PASS,
+                        f"protocol {info.protocol or 'unknown'}, VIN {vin}, "
+                        f"{len(info.supported_pids)} PIDs supported"),
+        ]
+    if up:
+        low = voltage_v is not None and voltage_v < o.low_voltage_v
+        return [
+            CheckResult("obd_adapter", Status.PASS, f"adapter answering on {o.port}{battery}"),
+            CheckResult(
+                "obd_vehicle", Status.FAIL,
+                f"the adapter answers but the vehicle's ECU did not within {timeout_s:.0f} s",
+                "battery voltage is low: charge or start the engine"
+                if low else
+                "turn the ignition on (engine running, or key at position II) and check again; "
+                "if it is on, the adapter may not speak this vehicle's protocol",
+            ),
+        ]
+    reason = last_down or f"no answer within {timeout_s:.0f} s"
+    if "not present" in reason or "no such device" in reason:
+        hint = "the adapter was unplugged during the check: plug it in firmly and check again"
+    else:
+        hint = ("check the serial speed (obd.baud: 38400 for most USB adapters, 0 = detect), that "
+                "the adapter is powered (the OBD socket's pin 16 carries battery voltage; its LED "
+                "lights), and that it is an ELM327 and not held by a running agent")
+    return [
+        CheckResult("obd_adapter", Status.FAIL, f"{o.port}: {reason}", hint),
+        CheckResult("obd_vehicle", Status.SKIP, "no OBD adapter answering"),
+    ]
+
+
+# --- ignition ---------------------------------------------------------------------------------
+
+
+def probe_ignition(cfg: agent_config.Config, timeout_s: float) -> list[CheckResult]:
+    ig = cfg.ignition
+    if ig.backend == "none":
+        return [CheckResult(
+            "ignition", Status.SKIP,
+            "no ignition line configured (ignition.backend = none): the agent uses RPM and "
+            "adapter voltage instead",
+            "wire the ignition sense to a GPIO and set ignition.backend for exact trip starts",
+        )]
+    if ig.backend == "simulated":
+        try:
+            text = Path(ig.line_file).read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            return [CheckResult(
+                "ignition", Status.FAIL,
+                f"cannot read the simulated ignition line {ig.line_file!r}: "
+                f"{getattr(exc, 'strerror', None) or exc}",
+                "start the simulator, or set ignition.line_file",
+            )]
+        if text not in ("0", "1"):
+            return [CheckResult("ignition", Status.FAIL,
+                                f"{ig.line_file}: line value must be 0 or 1, got {text[:20]!r}",
+                                "the simulator writes 0 or 1")]
+        return [_ignition_level(int(text), ig.active_low, f"simulated line {ig.line_file}")]
+    return _probe_gpio(cfg)
+
+
+def _ignition_level(level: int, active_low: bool, where: str) -> CheckResult:
+    on = bool(level) != active_low
+    detail = f"{where}: level {'high' if level else 'low'}, ignition {'ON' if on else 'OFF'}"
+    if on:
+        return CheckResult("ignition", Status.PASS, detail)
+    return CheckResult(
+        "ignition", Status.PASS, detail,
+        "if the key is on and this says OFF: check the optocoupler or divider wiring, the pin "
+        "number and ignition.active_low (docs/technician-guide.md)",
+    )
+
+
+def _probe_gpio(cfg: agent_config.Config) -> list[CheckResult]:
+    ig = cfg.ignition
+    import importlib
+
+    try:
+        gpio: Any = importlib.import_module("drivers.gpio")
+    except ImportError as exc:
+        return [CheckResult(
+            "ignition", Status.SKIP,
+            f"cannot read GPIO here: the {ig.backend} backend is not available ({exc})",
+            "measure the ignition sense with a multimeter (docs/technician-guide.md)",
+        )]
+    read_level: Callable[..., int] | None = getattr(gpio, "read_level", None)
+    if read_level is None:
+        return [CheckResult(
+            "ignition", Status.SKIP,
+            f"this build's GPIO driver cannot read a single level ({ig.backend})",
+            "measure the ignition sense with a multimeter (docs/technician-guide.md)",
+        )]
+    try:
+        level = int(read_level(ig.backend, ig.pin, ig.chip))
+    except Exception as exc:  # GPIO libraries raise anything: report it, never crash
+        return [CheckResult(
+            "ignition", Status.FAIL, f"cannot read GPIO {ig.pin} ({ig.backend}): {exc}",
+            "is the agent running and holding the line (`systemctl stop telematics-agent`)? "
+            "is the service user in group gpio? is ignition.pin the BCM number?",
+        )]
+    return [_ignition_level(level, ig.active_low, f"GPIO {ig.pin} ({ig.backend})")]
+
+
+# --- broker -----------------------------------------------------------------------------------
+
+
+def probe_broker(cfg: agent_config.Config, timeout_s: float) -> list[CheckResult]:
+    """Resolve, connect (TLS, authentication), publish QoS 1 and wait for the PUBACK."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    m = cfg.mqtt
+    name = "broker"
+    where = f"{m.host}:{m.port}"
+    deadline = time.monotonic() + timeout_s
+    try:
+        socket.getaddrinfo(m.host, m.port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        return [CheckResult(name, Status.FAIL, f"cannot resolve {m.host!r}: {exc.strerror}",
+                            "check mqtt.host for typos, and that the modem has a data connection "
+                            "(DNS needs the network)")]
+    except UnicodeError:
+        return [CheckResult(name, Status.FAIL, f"invalid broker host name {m.host!r}",
+                            "fix mqtt.host")]
+
+    protocol = mqtt.MQTTv5 if m.protocol == "5" else mqtt.MQTTv311
+    # Not the agent's own client id: the broker would disconnect a running agent's session.
+    client_id = f"{m.client_id or cfg.device.id}-check"
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
+    client.connect_timeout = max(0.5, min(timeout_s, 10.0))
+    tls = bool(m.tls.ca_file)
+    if tls:
+        try:
+            client.tls_set(
+                ca_certs=m.tls.ca_file,
+                certfile=m.tls.cert_file or None,
+                keyfile=m.tls.key_file or None,
+            )
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            why = getattr(exc, "strerror", None) or exc
+            return [CheckResult(name, Status.FAIL, f"cannot load the TLS files: {why}",
+                                "mqtt.tls.ca_file, cert_file and key_file must be readable PEM "
+                                "files; run `telematics-agent provision` again")]
+        if m.tls.insecure_skip_hostname:
+            client.tls_insecure_set(True)
+    if m.username:
+        password: str | None = None
+        if m.password_file:
+            try:
+                password = Path(m.password_file).read_text(encoding="utf-8").rstrip("\r\n")
+            except (OSError, UnicodeDecodeError) as exc:
+                return [CheckResult(name, Status.FAIL,
+                                    f"cannot read mqtt.password_file {m.password_file}: "
+                                    f"{getattr(exc, 'strerror', None) or exc}",
+                                    "run `telematics-agent provision` again")]
+        client.username_pw_set(m.username, password)
+
+    connected = threading.Event()
+    finished = threading.Event()
+    outcome: dict[str, Any] = {}
+    socket_errors: list[str] = []
+
+    def on_connect(c: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        outcome["connack"] = reason
+        (finished if reason.is_failure else connected).set()
+
+    def on_disconnect(c: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        outcome.setdefault("disconnect", reason)
+        finished.set()
+
+    def on_log(c: Any, userdata: Any, level: int, message: str) -> None:
+        # paho reports a TLS alert from the broker (client certificate refused) only here.
+        if level == mqtt.MQTT_LOG_ERR:
+            socket_errors.append(message)
+
+    client.on_connect = on_connect
+    client.on_disconnect = on_disconnect
+    client.on_log = on_log
+    security = "TLS" if not tls else (
+        "TLS, client certificate" if m.tls.cert_file else "TLS, server certificate only")
+    try:
+        client.connect(m.host, m.port, keepalive=max(5, int(timeout_s) + 5))
+    except ssl.SSLCertVerificationError as exc:
+        msg = exc.verify_message or str(exc)
+        if "hostname" in msg.lower() or "ip address mismatch" in msg.lower():
+            hint = (f"the broker's certificate does not name {m.host!r}: use the host name in "
+                    "the certificate for mqtt.host")
+        elif "expired" in msg.lower() or "not yet valid" in msg.lower():
+            hint = ("check the system clock (`date`; the Pi has no RTC) or renew the broker "
+                    "certificate")
+        else:
+            hint = ("mqtt.tls.ca_file is not the CA that signed the broker's certificate: "
+                    "provision again with the fleet's CA bundle")
+        return [CheckResult(name, Status.FAIL,
+                            f"TLS: the broker's certificate is not trusted ({msg})", hint)]
+    except ssl.SSLError as exc:
+        return [CheckResult(name, Status.FAIL, f"TLS handshake with {where} failed: {exc.reason}",
+                            "is this port TLS (mqtts, usually 8883)? does the broker accept this "
+                            "client certificate?")]
+    except ConnectionRefusedError:
+        return [CheckResult(name, Status.FAIL, f"connection refused by {where}",
+                            "the broker is not running or not listening on this port "
+                            "(mqtts is usually 8883, plain mqtt 1883); check mqtt.port")]
+    except TimeoutError:
+        return [CheckResult(name, Status.FAIL, f"no answer from {where} within "
+                            f"{client.connect_timeout:.0f} s",
+                            "a firewall or the cellular APN drops the connection, or the port is "
+                            "wrong; check signal and that the SIM has data")]
+    except OSError as exc:
+        unreachable = exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH)
+        return [CheckResult(name, Status.FAIL, f"cannot connect to {where}: {exc.strerror or exc}",
+                            "no network route: check the modem and its data connection"
+                            if unreachable else "check the network and mqtt.host/mqtt.port")]
+
+    client.loop_start()
+    try:
+        while not (connected.is_set() or finished.is_set()):
+            if time.monotonic() >= deadline:
+                break
+            connected.wait(0.05)
+        if not connected.is_set():
+            connack = outcome.get("connack")
+            if connack is not None:
+                return [CheckResult(name, Status.FAIL,
+                                    f"the broker refused the connection: {connack}",
+                                    _auth_hint(cfg))]
+            tls_alert = next((e for e in reversed(socket_errors) if "SSL" in e or "alert" in e), "")
+            if tls_alert:
+                return [CheckResult(name, Status.FAIL,
+                                    f"the broker rejected this client's TLS identity ({tls_alert})",
+                                    "the client certificate is missing, expired, or not signed by "
+                                    "a CA the broker trusts; provision again with this device's "
+                                    "certificate")]
+            if finished.is_set():
+                return [CheckResult(name, Status.FAIL,
+                                    f"the broker closed the connection before accepting it "
+                                    f"({outcome.get('disconnect')})", _auth_hint(cfg))]
+            return [CheckResult(name, Status.FAIL,
+                                f"connected to {where} but no CONNACK within {timeout_s:.0f} s",
+                                "is this an MQTT port? a plain port reached with TLS (or the "
+                                "reverse) stays silent")]
+        topic = f"{m.prefix}/{cfg.device.id}/check"
+        payload = json.dumps({
+            "check": True, "device_id": cfg.device.id,
+            "ts": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        })
+        sent_at = time.monotonic()
+        info = client.publish(topic, payload, qos=1)
+        info.wait_for_publish(timeout=max(0.1, deadline - time.monotonic()))
+        if not info.is_published():
+            return [CheckResult(name, Status.FAIL,
+                                f"connected, but the test publish to {topic} was not acknowledged",
+                                f"the broker's ACL may forbid publishing to {topic}; "
+                                "check the device's policy on the broker")]
+        ack_ms = (time.monotonic() - sent_at) * 1000.0
+        return [CheckResult(name, Status.PASS,
+                            f"connected to {where} ({security}); test publish to {topic} "
+                            f"acknowledged in {ack_ms:.0f} ms")]
+    finally:
+        try:
+            client.disconnect()
+        finally:
+            client.loop_stop()
+
+
+def _auth_hint(cfg: agent_config.Config) -> str:
+    if cfg.mqtt.username:
+        return "check mqtt.username and the password file; ask for the device's credentials"
+    if cfg.mqtt.tls.cert_file:
+        return ("the broker does not accept this device's certificate identity: register the "
+                "device (its certificate) on the broker, or provision the right certificate")
+    return "the broker requires authentication: provision a client certificate or a username"
+
+
+# --- spool, clock -----------------------------------------------------------------------------
+
+
+def probe_spool(cfg: agent_config.Config, timeout_s: float) -> list[CheckResult]:
+    """The state directory takes a real SQLite commit, and the disk has room for the spool."""
+    state_dir = Path(cfg.agent.state_dir)
+    bound_mb = cfg.spool.max_bytes / 2**20
+    if not state_dir.exists():
+        parent = next((p for p in state_dir.parents if p.exists()), Path("/"))
+        free_mb = shutil.disk_usage(parent).free / 2**20
+        return [CheckResult(
+            "spool", Status.WARN,
+            f"{state_dir} does not exist yet ({free_mb:.0f} MiB free on {parent})",
+            "the agent creates it at start (systemd StateDirectory=); run `check` again after "
+            "the agent has started",
+        )]
+    probe = state_dir / f".check-{os.getpid()}.db"
+    try:
+        with sqlite3.connect(probe, timeout=min(timeout_s, 5.0)) as db:
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("CREATE TABLE t (x BLOB)")
+            db.execute("INSERT INTO t VALUES (?)", (os.urandom(4096),))
+        db.close()
+    except (sqlite3.Error, OSError) as exc:
+        read_only = "readonly" in str(exc).lower() or "read-only" in str(exc).lower()
+        return [CheckResult(
+            "spool", Status.FAIL, f"cannot write a SQLite file in {state_dir}: {exc}",
+            "the filesystem is read-only (overlay root? a failing SD card?)" if read_only else
+            f"give the service user the directory: chown -R telematics: {state_dir}",
+        )]
+    finally:
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            Path(f"{probe}{suffix}").unlink(missing_ok=True)
+    free_mb = shutil.disk_usage(state_dir).free / 2**20
+    detail = (f"{state_dir} writable (SQLite commit ok); {free_mb:.0f} MiB free, "
+              f"spool bound {bound_mb:.0f} MiB")
+    if free_mb < bound_mb:
+        return [CheckResult(
+            "spool", Status.FAIL, detail + ": not enough room for a full spool",
+            "free disk space, use a larger SD card, or lower spool.max_bytes",
+        )]
+    return [CheckResult("spool", Status.PASS, detail)]
+
+
+def ntp_synchronized(timeout_s: float = 3.0) -> bool | None:
+    """systemd-timesyncd's view: True, False, or None when it cannot be asked (no systemd)."""
+    exe = shutil.which("timedatectl")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run(
+            [exe, "show", "-p", "NTPSynchronized", "--value"],
+            capture_output=True, text=True, timeout=timeout_s, check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    value = out.stdout.strip()
+    return True if value == "yes" else False if value == "no" else None
+
+
+def probe_clock(ntp: bool | None, gnss_time: GNSSTime | None) -> CheckResult:
+    if ntp:
+        return CheckResult("clock", Status.PASS, "system clock synchronized by NTP")
+    ntp_text = (
+        "NTP not synchronized" if ntp is False else "NTP status unknown (timedatectl unavailable)"
+    )
+    if gnss_time is not None:
+        offset_s = (gnss_time.system_utc - gnss_time.fix_utc).total_seconds()
+        if abs(offset_s) <= CLOCK_TOLERANCE_S:
+            return CheckResult("clock", Status.PASS,
+                               f"{ntp_text}; system clock agrees with GNSS ({offset_s:+.1f} s)")
+        return CheckResult(
+            "clock", Status.WARN,
+            f"{ntp_text}; system clock is {offset_s:+.0f} s off GNSS time "
+            f"(GNSS says {gnss_time.fix_utc:%Y-%m-%d %H:%M:%S} UTC)",
+            "records use GNSS time once there is a fix; to fix the system clock give the device "
+            "NTP, or set gnss.set_system_clock = true",
+        )
+    year = dt.datetime.now(dt.UTC).year
+    return CheckResult(
+        "clock", Status.WARN,
+        f"{ntp_text} and no GNSS fix: no trusted time source yet (system clock says {year})",
+        "the Pi has no real-time clock: it needs NTP (a data connection) or a GNSS fix; "
+        "records carry time_source = system until then",
+    )
+
+
+# --- the checklist ----------------------------------------------------------------------------
+
+
+def _start(names: tuple[str, ...], target: Callable[[_Probe], None]) -> _Probe:
+    probe = _Probe(names=names, thread=threading.Thread(target=lambda: None))
+    probe.thread = threading.Thread(target=target, args=(probe,), name=f"check-{names[0]}",
+                                    daemon=True)
+    probe.thread.start()
+    return probe
+
+
+def _guarded(names: tuple[str, ...], fn: Callable[[], list[CheckResult]]) -> list[CheckResult]:
+    try:
+        return fn()
+    except Exception as exc:
+        # Supervision point: one probe's bug must not take the checklist down with a traceback.
+        logger.debug("check %s failed", names[0], exc_info=True)
+        return [CheckResult(n, Status.FAIL, f"the check itself failed: {type(exc).__name__}: {exc}",
+                            "report this as a bug with `telematics-agent check --json` output")
+                for n in names]
+
+
+def run_checks(config_path: str | Path, timeout_s: float = DEFAULT_TIMEOUT_S) -> list[CheckResult]:
+    """Every checklist item, in the order of :data:`ITEMS`, within ``timeout_s + 3`` seconds."""
+    started = time.monotonic()
+    try:
+        cfg = agent_config.load(config_path)
+    except ConfigError as exc:
+        hint = (
+            "provision the device (`telematics-agent provision`, docs/technician-guide.md) or "
+            "pass --config" if "not found" in str(exc) else
+            "fix the named key (docs/configuration.md), or run `telematics-agent provision` again"
+        )
+        return [CheckResult("config", Status.FAIL, str(exc), hint)] + [
+            CheckResult(n, Status.SKIP, "needs a valid configuration") for n in ITEMS[1:]]
+    results: list[CheckResult] = [CheckResult(
+        "config", Status.PASS,
+        f"{config_path}: device {cfg.device.id}, broker {cfg.mqtt.host}:{cfg.mqtt.port} "
+        f"(config {cfg.digest()})",
+    )]
+
+    def gnss(p: _Probe) -> None:
+        def body() -> list[CheckResult]:
+            items, p.gnss_time = probe_gnss(cfg, timeout_s)
+            return items
+        p.results = _guarded(p.names, body)
+
+    def simple(fn: Callable[[agent_config.Config, float], list[CheckResult]]
+               ) -> Callable[[_Probe], None]:
+        def target(p: _Probe) -> None:
+            p.results = _guarded(p.names, lambda: fn(cfg, timeout_s))
+        return target
+
+    ntp_result: list[bool | None] = []
+    probes = [
+        _start(("gnss_port", "gnss_fix"), gnss),
+        _start(("obd_adapter", "obd_vehicle"), simple(probe_obd)),
+        _start(("ignition",), simple(probe_ignition)),
+        _start(("broker",), simple(probe_broker)),
+        _start(("spool",), simple(probe_spool)),
+        _start(("ntp",), lambda p: ntp_result.append(ntp_synchronized(min(timeout_s, 3.0)))),
+    ]
+    deadline = started + timeout_s + JOIN_GRACE_S
+    for probe in probes:
+        probe.thread.join(max(0.0, deadline - time.monotonic()))
+    by_name: dict[str, CheckResult] = {}
+    for probe in probes[:-1]:
+        if probe.thread.is_alive() or not probe.results:
+            for n in probe.names:
+                by_name[n] = CheckResult(
+                    n, Status.FAIL, f"did not finish within {timeout_s + JOIN_GRACE_S:.0f} s",
+                    "a device or the network hangs; check it by hand and report this")
+        else:
+            by_name.update((r.name, r) for r in probe.results)
+    by_name["clock"] = probe_clock(ntp_result[0] if ntp_result else None, probes[0].gnss_time)
+    results += [by_name[n] for n in ITEMS[1:]]
+    return results
+
+
+def exit_code(results: list[CheckResult]) -> int:
+    config = next(r for r in results if r.name == "config")
+    if config.status is Status.FAIL:
+        return EXIT_CONFIG
+    return EXIT_FAILED if any(r.status is Status.FAIL for r in results) else 0
+
+
+def render_text(results: list[CheckResult], config_path: str) -> str:
+    width = max(len(r.name) for r in results)
+    lines = [f"telematics-agent check: {config_path}"]
+    for r in results:
+        lines.append(f"  {r.status.value.upper():4}  {r.name:{width}}  {r.detail}")
+        if r.hint:
+            lines.append(f"  {'':4}  {'':{width}}  hint: {r.hint}")
+    failed = sum(r.status is Status.FAIL for r in results)
+    warned = sum(r.status is Status.WARN for r in results)
+    lines.append(
+        f"result: {'FAIL' if failed else 'OK'}: {failed} failed, {warned} warnings, "
+        f"{len(results)} checks"
+    )
+    return "\n".join(lines)
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sp = subparsers.add_parser(
+        "check",
+        help="technician self-test: config, GNSS, OBD, ignition, broker, spool, clock",
+        description=(
+            "Check everything a working install needs and say what to fix. Exit 0 when nothing "
+            "failed, 1 when a check failed, 2 when the configuration is missing or invalid."
+        ),
+    )
+    sp.add_argument("--config", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
+    sp.add_argument("--json", action="store_true", help="one JSON object for scripts")
+    sp.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                    help=f"seconds each check may take (default {DEFAULT_TIMEOUT_S:.0f})")
+    sp.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    timeout_s = float(args.timeout)
+    if not 0.5 <= timeout_s <= 600:
+        print("check: --timeout must be from 0.5 to 600 seconds", file=sys.stderr)
+        return EXIT_CONFIG
+    results = run_checks(args.config, timeout_s)
+    code = exit_code(results)
+    if args.json:
+        print(json.dumps({
+            "ok": code == 0,
+            "config": str(args.config),
+            "checks": [r.to_json() for r in results],
+        }))
+    else:
+        print(render_text(results, str(args.config)))
+    return code
