@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
+import json
 import uuid
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -15,6 +19,22 @@ from agent.sequence import SequenceCounter
 from agent.timebase import TimeBase, iso
 
 SCHEMA_VERSION = 1
+ZLIB_COLUMNS = "zlib-columns-v1"
+POSITION_ENCODINGS = ("json", "zlib")
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MS = dt.timedelta(milliseconds=1)
+# Record field -> (column name, scale to an integer, delta-encoded). Slowly changing values are
+# delta-encoded so zlib sees runs of small repeating numbers.
+_COLUMNS: tuple[tuple[str, str, int, bool], ...] = (
+    ("lat", "lat_e7", 10_000_000, True),
+    ("lon", "lon_e7", 10_000_000, True),
+    ("alt_m", "alt_dm", 10, True),
+    ("speed_kmh", "speed_dkmh", 10, True),
+    ("course_deg", "course_ddeg", 10, True),
+    ("hdop", "hdop_d", 10, False),
+    ("sats", "sats", 1, False),
+)
+_RECORD_KEYS = frozenset({"seq", "ts", "reason", "time_source", *(field for field, *_ in _COLUMNS)})
 
 
 class Lane(StrEnum):
@@ -57,10 +77,13 @@ def read_boot_id() -> str:
 
 @dataclass(slots=True)
 class Encoder:
+    """Builds v1 payloads; ``position_encoding`` is ``json`` or ``zlib`` (see docs/mqtt.md)."""
+
     identity: Identity
     seq: SequenceCounter
     timebase: TimeBase
     _fields: dict[str, Any] = field(default_factory=dict)
+    position_encoding: str = "json"
 
     def envelope(self, kind: str, ts_mono: float) -> dict[str, Any]:
         ts, source = self.timebase.utc(ts_mono)
@@ -108,8 +131,12 @@ class Encoder:
             "time_source": first.get("time_source", "gnss"),
             "historical": historical,
             "count": len(records),
-            "records": list(records),
         }
+        if self.position_encoding == "zlib" and all(_RECORD_KEYS.issuperset(r) for r in records):
+            payload["encoding"] = ZLIB_COLUMNS
+            payload["data"] = encode_columns(records)
+        else:
+            payload["records"] = list(records)
         return Message(self.identity.topic("pos"), payload, Lane.POSITION)
 
     def event(self, event: Event) -> Message:
@@ -122,3 +149,97 @@ class Encoder:
         if event.evidence:
             payload["evidence"] = [dict(e) for e in event.evidence]
         return Message(self.identity.topic(f"event/{event.type}"), payload, Lane.EVENT)
+
+
+def _delta(values: list[int | None]) -> list[int | None]:
+    out: list[int | None] = []
+    prev = 0
+    for v in values:
+        if v is None:
+            out.append(None)
+        else:
+            out.append(v - prev)
+            prev = v
+    return out
+
+
+def _undelta(values: list[int | None]) -> list[int | None]:
+    out: list[int | None] = []
+    prev = 0
+    for v in values:
+        if v is None:
+            out.append(None)
+        else:
+            prev += v
+            out.append(prev)
+    return out
+
+
+def _epoch_ms(ts: str) -> int:
+    return (dt.datetime.fromisoformat(ts) - _EPOCH) // _MS
+
+
+def encode_columns(records: Sequence[Mapping[str, Any]]) -> str:
+    """Position records as delta-encoded integer columns, compact JSON, zlib, base64."""
+    cols: dict[str, Any] = {
+        "n": len(records),
+        "seq": _delta([int(r["seq"]) for r in records]),
+        "ts_ms": _delta([_epoch_ms(str(r["ts"])) for r in records]),
+    }
+    for name, col, scale, delta in _COLUMNS:
+        ints = [None if r.get(name) is None else round(float(r[name]) * scale) for r in records]
+        if any(v is not None for v in ints):
+            cols[col] = _delta(ints) if delta else ints
+    cols["reason"] = [r.get("reason") for r in records]
+    if any("time_source" in r for r in records):
+        cols["time_source"] = [r.get("time_source") for r in records]
+    raw = json.dumps(cols, separators=(",", ":")).encode()
+    return base64.b64encode(zlib.compress(raw, 9)).decode("ascii")
+
+
+def decode_columns(data: str) -> list[dict[str, Any]]:
+    """The records of a ``zlib-columns-v1`` batch; ValueError if ``data`` is malformed."""
+    try:
+        cols = json.loads(zlib.decompress(base64.b64decode(data, validate=True)))
+        n = int(cols["n"])
+        seqs = _undelta(cols["seq"])
+        times = _undelta(cols["ts_ms"])
+        if len(seqs) != n or len(times) != n:
+            raise ValueError("column length differs from n")
+        records: list[dict[str, Any]] = []
+        columns: list[tuple[str, int, list[int | None]]] = []
+        for name, col, scale, delta in _COLUMNS:
+            if col in cols:
+                values = _undelta(cols[col]) if delta else list(cols[col])
+                if len(values) != n:
+                    raise ValueError(f"column {col} has {len(values)} values, not {n}")
+                columns.append((name, scale, values))
+        reasons = cols.get("reason", [None] * n)
+        sources = cols.get("time_source", [None] * n)
+        for i in range(n):
+            ms = times[i]
+            seq = seqs[i]
+            if ms is None or seq is None:
+                raise ValueError("null seq or ts")
+            rec: dict[str, Any] = {"seq": seq, "ts": iso(_EPOCH + ms * _MS)}
+            for name, scale, values in columns:
+                v = values[i]
+                if v is not None:
+                    rec[name] = v if scale == 1 else round(v / scale, len(str(scale)) - 1)
+            if reasons[i] is not None:
+                rec["reason"] = reasons[i]
+            if sources[i] is not None:
+                rec["time_source"] = sources[i]
+            records.append(rec)
+    except (ValueError, TypeError, KeyError, IndexError, zlib.error) as exc:
+        raise ValueError(f"malformed {ZLIB_COLUMNS} data: {exc}") from exc
+    return records
+
+
+def batch_records(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The position records of a ``pos`` payload in either encoding."""
+    if payload.get("encoding") == ZLIB_COLUMNS:
+        return decode_columns(str(payload["data"]))
+    if "encoding" in payload:
+        raise ValueError(f"unknown position encoding {payload['encoding']!r}")
+    return [dict(r) for r in payload["records"]]

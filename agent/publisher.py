@@ -14,16 +14,25 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config import MQTTSection
-from agent.encoder import Identity, Message
+from agent.encoder import Identity, Lane, Message
 from agent.spool import Spool
 
 logger = logging.getLogger(__name__)
 
 CommandHandler = Callable[[str, bytes], None]
+
+# MQTT 5 session expiry: the broker keeps our cmd subscription and queued commands this long
+# while the van is off or out of coverage (a long weekend).
+SESSION_EXPIRY_S = 4 * 24 * 3600
+CONNACK_TIMEOUT_S = 15.0
+# CONNACK codes that mean "this broker does not speak MQTT 5": 0x84 (v5 reason code) and 1
+# (the 3.1.1 return code "unacceptable protocol version", which 3.1.1-only brokers send).
+_UNSUPPORTED_PROTOCOL = {0x84, 1}
 
 
 def encode_payload(payload: Mapping[str, Any]) -> bytes:
@@ -53,6 +62,11 @@ class Publisher:
 
     paho is not thread-safe for our purposes, so every call on the client happens on this
     thread; other threads hand over live positions and state through small locked slots.
+    paho callbacks only record what happened; the thread acts on it after ``loop()`` returns,
+    so a callback never tears down the client that is calling it.
+
+    Entries committed before the current connection came up (the backlog after an outage or a
+    restart) go out with ``historical: true``; the live lane never waits behind them.
     """
 
     def __init__(
@@ -64,6 +78,7 @@ class Publisher:
         birth: Callable[[bool], Mapping[str, Any]],
         on_command: CommandHandler | None = None,
         password: str | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
         self.identity = identity
@@ -77,9 +92,17 @@ class Publisher:
         self._live: Message | None = None
         self._extra: list[Message] = []
         self._inflight: dict[int, int] = {}  # paho mid -> spool entry id
-        self._backoff = Backoff(settings.backoff_min_s, settings.backoff_max_s)
+        self._backoff = Backoff(settings.backoff_min_s, settings.backoff_max_s, rng)
         self._next_attempt = 0.0
+        self._connect_started = 0.0
+        self._hold_until = 0.0
         self._client: mqtt.Client | None = None
+        self._failure: str | None = None
+        self._paho_error = ""
+        self._live_edge_id = 0
+        self._retry_now = False
+        # "auto" starts with MQTT 5 and falls back to 3.1.1 for good once a broker refuses it.
+        self.protocol = "3.1.1" if settings.protocol == "3.1.1" else "5"
         self.connected = False
         self.last_progress = time.monotonic()
         self.last_error = ""
@@ -117,16 +140,31 @@ class Publisher:
     def inflight(self) -> int:
         return len(self._inflight)
 
+    def stats(self) -> dict[str, Any]:
+        return {
+            "connected": self.connected,
+            "protocol": self.protocol,
+            "last_error": self.last_error,
+            "reconnects": self.reconnects,
+            "published": self.published,
+            "acked": self.acked,
+            "rejected": self.rejected,
+            "inflight": len(self._inflight),
+            "bytes_sent": self.bytes_sent,
+        }
+
     # -- the publisher thread ------------------------------------------------------------------
 
     def _make_client(self) -> mqtt.Client:
         s = self.settings
+        v5 = self.protocol == "5"
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=s.client_id or self.identity.device_id,
-            protocol=mqtt.MQTTv311 if s.protocol == "3.1.1" else mqtt.MQTTv5,
-            # A persistent session keeps our command subscription and QoS 1 state across drops.
-            clean_session=False if s.protocol == "3.1.1" else None,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            # A persistent session keeps our command subscription and QoS 1 state across drops
+            # (MQTT 5 sets it per connect with clean_start instead).
+            clean_session=None if v5 else False,
         )
         client.max_inflight_messages_set(s.max_inflight)
         # Unbounded: we never queue more than max_inflight ourselves.
@@ -149,6 +187,7 @@ class Publisher:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        client.on_log = self._on_log
         return client
 
     def _run(self) -> None:
@@ -159,51 +198,83 @@ class Publisher:
             except Exception:
                 # Supervision point: log, drop the connection, and retry with backoff.
                 logger.exception("publisher step failed; reconnecting")
-                self._drop_connection()
+                self._fail("internal error (see the log)")
         self._shutdown()
 
     def _step(self) -> None:
         now = time.monotonic()
-        if self._client is None or not self.connected:
-            if self._client is not None and self._client.socket() is not None:
-                # Connected at TCP level, waiting for CONNACK.
-                self._client.loop(timeout=0.05)
-                if not self.connected and now > self._next_attempt + 15:
-                    self._fail("no CONNACK within 15 s")
-                return
+        if self._client is None:
             if now < self._next_attempt:
                 self._stop.wait(min(0.1, self._next_attempt - now))
                 return
             self._connect()
             return
-        self._fill_window()
+        if self.connected and now >= self._hold_until:
+            self._fill_window()
         rc = self._client.loop(timeout=0.05)
-        if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN):
-            self._fail(f"connection lost ({mqtt.error_string(rc)})")
+        if self._failure is not None:
+            why, self._failure = self._failure, None
+            self._fail(why)
+        elif rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN):
+            self._fail(self._lost_reason(rc))
+        elif not self.connected and now - self._connect_started > CONNACK_TIMEOUT_S:
+            self._fail(f"no CONNACK within {CONNACK_TIMEOUT_S:.0f} s")
+
+    def _lost_reason(self, rc: MQTTErrorCode) -> str:
+        detail = self._paho_error
+        if "certificate" in detail.lower() or "alert" in detail.lower():
+            return (
+                "TLS: the broker rejected our client certificate "
+                f"({self.settings.tls.cert_file or 'none configured'}): {detail}"
+            )
+        if not self.connected and self.protocol == "5" and self.settings.protocol == "auto":
+            # Some 3.1.1-only brokers close the socket on a v5 CONNECT instead of answering.
+            self._fall_back("connection closed before CONNACK")
+        base = "connection lost" if self.connected else "connection closed before CONNACK"
+        return f"{base} ({mqtt.error_string(rc)}{': ' + detail if detail else ''})"
 
     def _connect(self) -> None:
         s = self.settings
+        self._paho_error = ""
         self._client = self._make_client()
+        self._connect_started = time.monotonic()
+        kwargs: dict[str, Any] = {}
+        if self.protocol == "5":
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = SESSION_EXPIRY_S
+            kwargs = {"clean_start": False, "properties": props}
         try:
-            self._client.connect(s.host, s.port, keepalive=s.keepalive_s)
-        except (ConnectionRefusedError, TimeoutError) as exc:
-            self._fail(f"cannot reach {s.host}:{s.port} ({exc})")
+            self._client.connect(s.host, s.port, keepalive=s.keepalive_s, **kwargs)
+        except ssl.SSLCertVerificationError as exc:
+            self._fail(
+                f"TLS: the broker's certificate is not trusted by {s.tls.ca_file}"
+                f" ({exc.verify_message or exc.reason})"
+            )
         except ssl.SSLError as exc:
             self._fail(f"TLS handshake with {s.host}:{s.port} failed ({exc.reason or exc})")
+        except (ConnectionRefusedError, TimeoutError) as exc:
+            self._fail(f"cannot reach {s.host}:{s.port} ({exc})")
         except socket.gaierror as exc:
             self._fail(f"cannot resolve {s.host} ({exc.strerror})")
         except OSError as exc:
             self._fail(f"cannot connect to {s.host}:{s.port} ({exc.strerror or exc})")
-        else:
-            self._next_attempt = time.monotonic()
+        except ValueError as exc:
+            self._fail(f"bad broker settings ({exc})")
 
     def _fail(self, why: str) -> None:
-        delay = self._backoff.next_delay()
+        delay = 0.0 if self._retry_now else self._backoff.next_delay()
+        self._retry_now = False
         if why != self.last_error:
-            logger.warning("broker link down: %s; retrying in %.1f s", why, delay)
+            level = logging.ERROR if why.startswith(("TLS", "broker refused")) else logging.WARNING
+            logger.log(level, "broker link down: %s; retrying in %.1f s", why, delay)
         self.last_error = why
         self._drop_connection()
         self._next_attempt = time.monotonic() + delay
+
+    def _fall_back(self, why: str) -> None:
+        logger.warning("broker does not accept MQTT 5 (%s): using MQTT 3.1.1 from now on", why)
+        self.protocol = "3.1.1"
+        self._retry_now = True
 
     def _drop_connection(self) -> None:
         client, self._client = self._client, None
@@ -215,8 +286,9 @@ class Publisher:
                 client.loop(timeout=0.01)
             except Exception:
                 pass
-            if client.socket() is not None:
-                client.socket().close()  # type: ignore[union-attr]
+            sock = client.socket()
+            if sock is not None:
+                sock.close()
         # In-flight entries go back to the spool; they are re-sent on the next connection.
         for entry_id in self._inflight.values():
             self.spool.nack(entry_id)
@@ -237,7 +309,10 @@ class Publisher:
         if room <= 0:
             return
         for entry in self.spool.take(room):
-            info = self._send(entry.message.topic, entry.message.payload, entry.message.retain, 1)
+            payload = entry.message.payload
+            if entry.id <= self._live_edge_id and entry.message.lane is not Lane.STATE:
+                payload = {**payload, "historical": True}
+            info = self._send(entry.message.topic, payload, entry.message.retain, 1)
             if info is None:
                 self.spool.nack(entry.id)
                 break
@@ -257,6 +332,12 @@ class Publisher:
 
     # -- paho callbacks (run on this thread, inside loop()) ------------------------------------
 
+    def _on_log(self, client: mqtt.Client, userdata: Any, level: int, buf: str) -> None:
+        # paho swallows socket and TLS errors after the handshake (a rejected client
+        # certificate arrives as an alert on the first read) and only logs them.
+        if level == mqtt.MQTT_LOG_ERR:
+            self._paho_error = buf
+
     def _on_connect(
         self,
         client: mqtt.Client,
@@ -266,13 +347,28 @@ class Publisher:
         props: Properties | None,
     ) -> None:
         if reason.is_failure:
-            self._fail(f"broker refused the connection: {reason}")
+            if (
+                reason.value in _UNSUPPORTED_PROTOCOL
+                and self.protocol == "5"
+                and self.settings.protocol == "auto"
+            ):
+                self._fall_back(str(reason))
+                self._failure = "broker refused MQTT 5; retrying with 3.1.1"
+                return
+            self._failure = f"broker refused the connection: {reason}"
             return
         self.connected = True
         self._backoff.reset()
         if self.last_error:
-            logger.info("broker link up (%s:%d)", self.settings.host, self.settings.port)
+            logger.info(
+                "broker link up (%s:%d, MQTT %s)",
+                self.settings.host,
+                self.settings.port,
+                self.protocol,
+            )
         self.last_error = ""
+        # Everything committed so far is backlog from this connection's point of view.
+        self._live_edge_id = self.spool.last_id
         client.subscribe(self.identity.topic("cmd/+"), qos=1)
         client.publish(
             self.identity.topic("state"), encode_payload(self._birth(True)), qos=1, retain=True
@@ -286,8 +382,8 @@ class Publisher:
         reason: ReasonCode,
         props: Properties | None,
     ) -> None:
-        if self.connected and not self._stop.is_set():
-            self._fail(f"broker closed the connection: {reason}")
+        if self.connected and not self._stop.is_set() and self._failure is None:
+            self._failure = f"broker closed the connection: {reason}"
 
     def _on_publish(
         self,
@@ -301,10 +397,18 @@ class Publisher:
         if entry_id is None:
             return
         if reason.is_failure:
-            # The broker will never take this message (e.g. ACL): keep it out of the way but
-            # count it, so health shows that data is being refused.
+            # The broker will not take this message (e.g. ACL "not authorized" in a v5 PUBACK).
+            # It stays in the spool; the drain pauses for a backoff so we do not hammer.
             self.rejected += 1
-            logger.error("broker rejected a message (%s); it stays in the spool", reason)
+            delay = self._backoff.next_delay()
+            logger.error(
+                "broker rejected a message on %s (%s); kept in the spool, retrying in %.1f s",
+                self.identity.device_id,
+                reason,
+                delay,
+            )
+            self.last_error = f"broker rejected a publish: {reason}"
+            self._hold_until = time.monotonic() + delay
             self.spool.nack(entry_id)
             return
         self.spool.ack(entry_id)

@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import sqlite3
 import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import persistqueue
-import persistqueue.serializers.json as json_serializer
 
 from agent.encoder import Lane, Message
 from agent.errors import SpoolError
 from agent.sequence import SequenceCounter
 
 logger = logging.getLogger(__name__)
+
+DB_FILE = "data.db"
+# persist-queue names its table "<class table>_<name>"; we read it directly only to rebuild the
+# in-memory index at start (lane and size of every live row) without deserializing every payload.
+_TABLE = "ack_queue_default"
+_STATUS_ACKED = 5
+_STATUS_ACK_FAILED = 9
+_CLEAR_EVERY = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,82 +37,354 @@ class SpoolEntry:
     message: Message
 
 
-class Spool:
-    """A persist-queue SQLite ack queue of messages (JSON serializer, never pickle on disk).
+@dataclass(slots=True)
+class _Row:
+    lane: Lane
+    nbytes: int
+    committed_at: float
 
-    One entry is one MQTT message. ``put`` persists the sequence counter before the commit, so
-    a restart never reuses a committed ``seq``. Entries taken by the publisher are ``unack``
-    until their PUBACK; after a crash persist-queue's auto-resume makes them ready again, so
-    they are re-sent (at-least-once; backends deduplicate by ``(device_id, seq)``).
+
+class _RowSerializer:
+    """persist-queue serializer: the spool hands it compact JSON bytes it already encoded.
+
+    Encoding in the spool (not in persist-queue) lets us know each entry's size for the byte
+    bound without serializing twice; persist-queue's own JSON serializer also pads with spaces.
     """
 
-    def __init__(self, directory: Path, seq: SequenceCounter) -> None:
-        self.directory = directory
+    @staticmethod
+    def dumps(value: Any) -> bytes:
+        if isinstance(value, bytes):
+            return value
+        return json.dumps(value, separators=(",", ":")).encode()
+
+    @staticmethod
+    def loads(data: bytes | str) -> Any:
+        return json.loads(data)
+
+
+def encode_row(message: Message) -> bytes:
+    row: dict[str, Any] = {"lane": str(message.lane), "topic": message.topic}
+    if message.retain:
+        row["retain"] = True
+    row["payload"] = message.payload
+    return json.dumps(row, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class Spool:
+    """A persist-queue SQLite ack queue of messages, bounded in bytes.
+
+    One entry is one MQTT message. ``put`` persists the sequence counter before the commit, so
+    a restart never reuses a committed ``seq``; every ``put`` is its own SQLite transaction
+    (WAL, synchronous FULL), so ``kill -9`` or a power cut never loses a committed entry.
+    Entries taken by the publisher are ``unack`` until their PUBACK; after a crash
+    persist-queue's auto-resume makes them ready again and they are re-sent (at-least-once;
+    backends deduplicate by ``(device_id, seq)``).
+
+    When the payload bytes would exceed ``max_bytes`` the oldest position batches not in flight
+    are evicted first, other entries (events) only when no position batch is left; every
+    eviction is counted by lane. Acknowledged rows are deleted in small batches, so taking
+    the next entry stays cheap however long the history. A spool file that SQLite cannot read
+    at start is renamed to ``data.db.corrupt-<unix time>`` (kept for inspection) and replaced.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        seq: SequenceCounter,
+        *,
+        max_bytes: int = 64 * 1024 * 1024,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.directory = Path(directory)
+        self.max_bytes = max_bytes
         self._seq = seq
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-            self._q = persistqueue.SQLiteAckQueue(
-                str(directory),
-                multithreading=True,
-                serializer=json_serializer,
-                auto_resume=True,
-            )
-        except Exception as exc:  # sqlite3 and OS errors surface in many types here
-            raise SpoolError(f"cannot open the spool in {directory}: {exc}") from exc
+        self._wall = wall_clock
         self._lock = threading.Lock()
+        self._positions: OrderedDict[int, _Row] = OrderedDict()
+        self._others: OrderedDict[int, _Row] = OrderedDict()
+        self._inflight: set[int] = set()
+        self._bytes = 0
+        self._last_id = 0
+        self._since_clear = 0
         self.committed = 0
         self.acked = 0
+        self.evicted_positions = 0
+        self.evicted_events = 0
+        self.quarantined = 0
+        self.corrupt_rows = 0
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SpoolError(f"cannot create the spool directory {directory}: {exc}") from exc
+        reason = _unreadable(self.directory / DB_FILE)
+        if reason is not None:
+            self._quarantine(reason)
+        try:
+            self._q = self._open()
+        except sqlite3.DatabaseError as exc:
+            # quick_check passed but persist-queue still cannot use it (e.g. a foreign table
+            # layout): the same treatment, once.
+            self._quarantine(str(exc))
+            self._q = self._open()
+        self._load_index()
+
+    # -- opening -------------------------------------------------------------------------------
+
+    def _open(self) -> Any:
+        try:
+            return persistqueue.SQLiteAckQueue(
+                str(self.directory),
+                multithreading=True,
+                serializer=_RowSerializer,
+                auto_resume=True,
+            )
+        except sqlite3.DatabaseError:
+            raise
+        except Exception as exc:  # OS errors surface in many types here
+            raise SpoolError(f"cannot open the spool in {self.directory}: {exc}") from exc
+
+    def _quarantine(self, reason: str) -> None:
+        db = self.directory / DB_FILE
+        stamp = int(self._wall())
+        target = db.with_name(f"{DB_FILE}.corrupt-{stamp}")
+        n = 0
+        while target.exists():
+            n += 1
+            target = db.with_name(f"{DB_FILE}.corrupt-{stamp}-{n}")
+        try:
+            db.rename(target)
+            for suffix in ("-wal", "-shm"):
+                side = db.with_name(DB_FILE + suffix)
+                if side.exists():
+                    side.rename(target.with_name(target.name + suffix))
+        except OSError as exc:
+            raise SpoolError(f"cannot quarantine the corrupt spool {db}: {exc}") from exc
+        self.quarantined += 1
+        logger.error(
+            "spool %s is corrupt (%s): moved to %s, starting an empty spool", db, reason, target
+        )
+
+    def _load_index(self) -> None:
+        """Rebuild lane, size and age of every unacknowledged row (one query at start)."""
+        sql = (
+            f"SELECT _id, length(data), timestamp, CASE WHEN json_valid(CAST(data AS TEXT))"
+            f" THEN json_extract(CAST(data AS TEXT), '$.lane') END"
+            f" FROM {_TABLE} WHERE status < {_STATUS_ACKED} ORDER BY _id"
+        )
+        bad: list[int] = []
+        with closing(sqlite3.connect(str(self.directory / DB_FILE))) as conn:
+            for row_id, nbytes, ts, lane in conn.execute(sql):
+                try:
+                    row = _Row(Lane(lane), int(nbytes), float(ts))
+                except (ValueError, TypeError):
+                    bad.append(int(row_id))
+                    continue
+                self._track(int(row_id), row)
+            last = conn.execute(f"SELECT max(_id) FROM {_TABLE}").fetchone()
+        self._last_id = int(last[0] or 0) if last else 0
+        for row_id in bad:
+            self._q.ack_failed(id=row_id)
+            self.corrupt_rows += 1
+        if bad:
+            logger.error("spool: %d unreadable rows set aside (status ack_failed)", len(bad))
+        if self.depth_unlocked():
+            logger.info(
+                "spool: %d entries (%d bytes) waiting from before the start",
+                self.depth_unlocked(),
+                self._bytes,
+            )
+
+    def _track(self, row_id: int, row: _Row) -> None:
+        (self._positions if row.lane is Lane.POSITION else self._others)[row_id] = row
+        self._bytes += row.nbytes
+
+    def _untrack(self, row_id: int) -> _Row | None:
+        row = self._positions.pop(row_id, None) or self._others.pop(row_id, None)
+        if row is not None:
+            self._bytes -= row.nbytes
+        self._inflight.discard(row_id)
+        return row
+
+    # -- the pipeline side ---------------------------------------------------------------------
 
     def put(self, messages: list[Message]) -> None:
-        """Commit messages (the ``live`` lane is never spooled)."""
+        """Commit messages (the ``live`` lane is never spooled); evict old ones if full."""
         durable = [m for m in messages if m.lane is not Lane.LIVE]
         if not durable:
             return
         with self._lock:
             self._seq.persist()
             for m in durable:
-                row: dict[str, Any] = {"topic": m.topic, "payload": m.payload, "lane": str(m.lane)}
-                if m.retain:
-                    row["retain"] = True
-                self._q.put(row)
+                data = encode_row(m)
+                self._make_room(len(data))
+                try:
+                    row_id = int(self._q.put(data))
+                except sqlite3.Error as exc:
+                    raise SpoolError(f"cannot write to the spool: {exc}") from exc
+                self._track(row_id, _Row(m.lane, len(data), self._wall()))
+                self._last_id = max(self._last_id, row_id)
                 self.committed += 1
+
+    def _make_room(self, nbytes: int) -> None:
+        while self._bytes + nbytes > self.max_bytes:
+            victim = _oldest_ready(self._positions, self._inflight)
+            lane_positions = victim is not None
+            if victim is None:
+                victim = _oldest_ready(self._others, self._inflight)
+            if victim is None:
+                return  # everything left is in flight; it goes once acknowledged
+            self._q.ack(id=victim)
+            self._untrack(victim)
+            if lane_positions:
+                self.evicted_positions += 1
+            else:
+                self.evicted_events += 1
+            self._since_clear += 1
+            if self.evicted_positions + self.evicted_events in (1, 10, 100, 1000) or (
+                (self.evicted_positions + self.evicted_events) % 10000 == 0
+            ):
+                logger.warning(
+                    "spool full (%d bytes): evicted %d position batches and %d other entries",
+                    self.max_bytes,
+                    self.evicted_positions,
+                    self.evicted_events,
+                )
+        self._maybe_clear()
+
+    # -- the publisher side --------------------------------------------------------------------
 
     def take(self, limit: int) -> list[SpoolEntry]:
         """Up to ``limit`` ready entries, oldest first, marked in flight."""
         out: list[SpoolEntry] = []
         with self._lock:
-            for _ in range(limit):
-                raw = self._q.get(block=False, raw=True) if self._q.qsize() else None
-                if raw is None:
+            while len(out) < limit and self._q.qsize() > 0:
+                try:
+                    raw = self._q.get(block=False, raw=True)
+                except persistqueue.Empty:
                     break
-                out.append(SpoolEntry(int(raw["pqid"]), _message(raw["data"])))
+                except ValueError:
+                    # persist-queue marks the row unack before parsing it: a row that is not
+                    # JSON stays unack and is set aside at the next start. Count it and go on.
+                    self.corrupt_rows += 1
+                    continue
+                row_id = int(raw["pqid"])
+                try:
+                    message = _message(raw["data"])
+                except (KeyError, ValueError, TypeError):
+                    self._q.ack_failed(id=row_id)
+                    self._untrack(row_id)
+                    self.corrupt_rows += 1
+                    logger.error("spool: row %d is not a message; set aside", row_id)
+                    continue
+                self._inflight.add(row_id)
+                out.append(SpoolEntry(row_id, message))
         return out
 
     def ack(self, entry_id: int) -> None:
         with self._lock:
             self._q.ack(id=entry_id)
+            self._untrack(entry_id)
             self.acked += 1
-            # Acked rows are deleted in small batches so the table (and every get) stays small.
-            if self.acked % 64 == 0:
-                self._q.clear_acked_data(keep_latest=0, max_delete=10000)
+            self._since_clear += 1
+            self._maybe_clear()
 
     def nack(self, entry_id: int) -> None:
         with self._lock:
-            self._q.nack(id=entry_id)
+            if entry_id in self._positions or entry_id in self._others:
+                self._q.nack(id=entry_id)
+            self._inflight.discard(entry_id)
+
+    def _maybe_clear(self) -> None:
+        # Acked rows are deleted in small batches so the table (and every get) stays small:
+        # persist-queue's get scans from the lowest id past every acked row still there.
+        if self._since_clear >= _CLEAR_EVERY:
+            self._q.clear_acked_data(keep_latest=0, max_delete=10000)
+            self._since_clear = 0
+
+    # -- observation ---------------------------------------------------------------------------
+
+    @property
+    def last_id(self) -> int:
+        """The id of the newest committed entry (ids only grow)."""
+        return self._last_id
 
     def depth(self) -> int:
         with self._lock:
-            return int(self._q.qsize()) + int(self._q.unack_count())
+            return self.depth_unlocked()
+
+    def depth_unlocked(self) -> int:
+        return len(self._positions) + len(self._others)
+
+    def stats(self) -> dict[str, float]:
+        """Counters for health: depth, bytes, age of the oldest entry, evictions, quarantines."""
+        with self._lock:
+            firsts = [*self._first(self._positions), *self._first(self._others)]
+            oldest = [r.committed_at for r in firsts]
+            age = max(0.0, self._wall() - min(oldest)) if oldest else 0.0
+            return {
+                "depth": float(self.depth_unlocked()),
+                "bytes": float(self._bytes),
+                "max_bytes": float(self.max_bytes),
+                "oldest_age_s": round(age, 3),
+                "evicted_positions": float(self.evicted_positions),
+                "evicted_events": float(self.evicted_events),
+                "quarantined": float(self.quarantined),
+                "corrupt_rows": float(self.corrupt_rows),
+                "committed": float(self.committed),
+                "acked": float(self.acked),
+                "inflight": float(len(self._inflight)),
+            }
+
+    @staticmethod
+    def _first(rows: OrderedDict[int, _Row]) -> list[_Row]:
+        for row in rows.values():
+            return [row]
+        return []
+
+    def table_rows(self) -> int:
+        """Rows physically in the table, acknowledged ones not yet cleared included."""
+        with self._lock, closing(sqlite3.connect(str(self.directory / DB_FILE))) as conn:
+            return int(conn.execute(f"SELECT count(*) FROM {_TABLE}").fetchone()[0])
 
     def close(self) -> None:
         with self._lock:
-            self._q.clear_acked_data(keep_latest=0, max_delete=100000)
+            try:
+                self._q.clear_acked_data(keep_latest=0, max_delete=0, clear_ack_failed=False)
+            finally:
+                self._q.close()
+
+
+def _oldest_ready(rows: OrderedDict[int, _Row], inflight: set[int]) -> int | None:
+    for row_id in rows:
+        if row_id not in inflight:
+            return row_id
+    return None
+
+
+def _unreadable(db: Path) -> str | None:
+    """Why SQLite cannot use ``db``, or None when it can (or it does not exist yet)."""
+    if not db.exists():
+        return None
+    try:
+        with closing(sqlite3.connect(str(db))) as conn:
+            rows = conn.execute("PRAGMA quick_check").fetchall()
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    if rows != [("ok",)]:
+        return "; ".join(str(r[0]) for r in rows[:3])
+    if tables and _TABLE not in tables:
+        return f"no {_TABLE} table (tables: {', '.join(sorted(tables))[:80]})"
+    return None
 
 
 def _message(data: dict[str, Any]) -> Message:
+    payload = data["payload"]
+    if not isinstance(payload, dict):
+        raise TypeError("payload is not an object")
     return Message(
         topic=str(data["topic"]),
-        payload=data["payload"],
+        payload=payload,
         lane=Lane(data["lane"]),
         retain=bool(data.get("retain", False)),
     )
