@@ -1,0 +1,179 @@
+"""The .deb: built by image-build/build-deb.sh, installed silently into a clean bookworm root.
+
+A fresh minbase root comes from debootstrap and Debian's archive; apt installs the package and its
+dependencies inside it with a chroot. Needs root, debootstrap and network to deb.debian.org; the
+test fails (never skips) without them, since CI must run it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+MIRROR = "http://deb.debian.org/debian"
+CHROOT_ENV = {
+    "DEBIAN_FRONTEND": "noninteractive",
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG": "C.UTF-8",
+    "HOME": "/root",
+}
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+def run(command: list[str], timeout_s: float, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+        stdin=subprocess.DEVNULL,
+        **kwargs,
+    )
+
+
+def in_root(
+    root: Path, command: list[str], timeout_s: float = 120.0, **env: str
+) -> subprocess.CompletedProcess[str]:
+    # env -i: nothing from the test runner's environment (its venv, its PATH) leaks into the root.
+    assignments = [f"{key}={value}" for key, value in {**CHROOT_ENV, **env}.items()]
+    return run(["chroot", str(root), "env", "-i", *assignments, *command], timeout_s)
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, (
+        f"{result.args} exited {result.returncode}\n"
+        f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def deb() -> Path:
+    out = Path(tempfile.mkdtemp(prefix="telematics-deb-"))
+    result = run(
+        ["bash", str(REPO / "image-build/build-deb.sh")],
+        600.0,
+        env={**os.environ, "TELEMATICS_DEB_OUT": str(out)},
+    )
+    path = Path(ok(result).strip().splitlines()[-1])
+    assert path.name.startswith("telematics-agent_") and path.suffix == ".deb", path
+    return path
+
+
+@pytest.fixture(scope="module")
+def bookworm(deb: Path) -> Iterator[Path]:
+    """A clean bookworm root with the package installed by apt, asking nothing."""
+    assert os.geteuid() == 0, "this test needs root (debootstrap, chroot, mount)"
+    assert shutil.which("debootstrap"), "apt-get install debootstrap"
+    workdir = Path(tempfile.mkdtemp(prefix="telematics-bookworm-"))
+    root = workdir / "root"
+    proc = root / "proc"
+    try:
+        ok(run(["debootstrap", "--variant=minbase", "bookworm", str(root), MIRROR], 420.0))
+        shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")
+        shutil.copy(deb, root / "tmp" / deb.name)
+        ok(run(["mount", "-t", "proc", "proc", str(proc)], 30.0))
+        ok(in_root(root, ["apt-get", "update", "-qq"], 180.0))
+        install = in_root(root, ["apt-get", "install", "-y", "-q", f"/tmp/{deb.name}"], 300.0)
+        ok(install)
+        # A question would have failed on the closed stdin; debconf would still mention it.
+        assert "debconf: unable to initialize frontend" not in install.stderr
+        yield root
+    finally:
+        if proc.is_mount() and run(["umount", str(proc)], 30.0).returncode != 0:
+            run(["umount", "-l", str(proc)], 30.0)
+        # Never delete through a mount point still attached to the host's /proc.
+        if not proc.is_mount():
+            shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(deb.parent, ignore_errors=True)
+
+
+def test_version_runs_from_the_bundled_virtualenv(bookworm: Path) -> None:
+    from agent import __version__
+
+    out = ok(in_root(bookworm, ["telematics-agent", "--version"]))
+    assert __version__ in out
+    assert (bookworm / "opt/telematics-agent/bin/python").exists()
+
+
+def test_check_without_config_prints_a_failing_checklist(bookworm: Path) -> None:
+    result = in_root(bookworm, ["telematics-agent", "check", "--json"])
+    assert result.returncode != 0, "check must fail without a configuration"
+    assert "Traceback" not in result.stderr, result.stderr
+    try:
+        report = json.loads(result.stdout)
+    except json.JSONDecodeError as exc:
+        raise AssertionError(
+            f"check --json printed no JSON ({exc}):\n{result.stdout}\n{result.stderr}"
+        ) from exc
+    items = (
+        report
+        if isinstance(report, list)
+        else next(value for value in report.values() if isinstance(value, list))
+    )
+    config_items = [item for item in items if "config" in json.dumps(item).lower()]
+    assert config_items, f"no config item in {report}"
+    assert any(
+        str(item.get("status", item.get("ok", ""))).lower() in ("fail", "failed", "false", "error")
+        for item in config_items
+    ), config_items
+
+
+def test_service_user_directories_and_enabled_unit(bookworm: Path) -> None:
+    groups = ok(in_root(bookworm, ["id", "-nG", "telematics"])).split()
+    assert {"telematics", "dialout", "gpio"} <= set(groups)
+    assert (
+        bookworm / "etc/systemd/system/multi-user.target.wants/telematics-agent.service"
+    ).is_symlink()
+    assert (bookworm / "lib/udev/rules.d/99-telematics.rules").is_file()
+    for path, mode in (("etc/telematics-agent", 0o750), ("var/lib/telematics-agent", 0o750)):
+        assert (bookworm / path).stat().st_mode & 0o777 == mode, path
+    # The first-boot unit is installed but only the image build enables it.
+    assert (bookworm / "lib/systemd/system/telematics-firstboot.service").is_file()
+    assert not (
+        bookworm / "etc/systemd/system/multi-user.target.wants/telematics-firstboot.service"
+    ).exists()
+
+
+def test_upgrade_offline_keeps_config_and_spool_purge_keeps_spool(
+    bookworm: Path, deb: Path
+) -> None:
+    config = bookworm / "etc/telematics-agent/agent.toml"
+    spool = bookworm / "var/lib/telematics-agent/spool.db"
+    config.write_text('[device]\nid = "van-1"\n', encoding="utf-8")
+    spool.write_bytes(b"undelivered")
+
+    # Reinstalling runs prerm upgrade / postinst configure, i.e. the upgrade path; unshare -n
+    # takes the network away to show the bundled wheels are all the postinst needs.
+    result = run(
+        ["unshare", "--net", "chroot", str(bookworm), "env", "-i",
+         *[f"{key}={value}" for key, value in CHROOT_ENV.items()],
+         "dpkg", "-i", f"/tmp/{deb.name}"],
+        300.0,
+    )  # fmt: skip
+    ok(result)
+    assert config.read_text(encoding="utf-8") == '[device]\nid = "van-1"\n'
+    assert spool.read_bytes() == b"undelivered"
+    ok(in_root(bookworm, ["telematics-agent", "--version"]))
+
+    ok(in_root(bookworm, ["apt-get", "purge", "-y", "-q", "telematics-agent"], 120.0))
+    assert not (bookworm / "etc/telematics-agent").exists()
+    assert not (bookworm / "opt/telematics-agent").exists()
+    assert spool.read_bytes() == b"undelivered", "purge must keep undelivered data by default"
+
+    # Asked explicitly, purge removes the spool too.
+    ok(in_root(bookworm, ["dpkg", "-i", f"/tmp/{deb.name}"], 300.0))
+    ok(in_root(bookworm, ["apt-get", "purge", "-y", "-q", "telematics-agent"], 120.0,
+               TELEMATICS_AGENT_PURGE_SPOOL="1"))  # fmt: skip
+    assert not (bookworm / "var/lib/telematics-agent").exists()
