@@ -131,6 +131,7 @@ class GNSSStream:
             self._state is LinkState.UP
             and self._last_fix is not None
             and ts_mono - self._last_fix >= self._fix_timeout_s
+            and quiet_s < self._fix_timeout_s  # bytes flow but make no fix; else silence rules
         ):
             out.append(
                 self._transition(
