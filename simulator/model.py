@@ -205,12 +205,21 @@ def _speed_profile(route: Route, s0_m: float, s1_m: float, v0_mps: float, step: 
     cruise = step.speed_kmh / 3.6
     vmax = []
     for i in range(cells + 1):
+        # Arriving faster than this step's cruise speed: slow down to it at the braking limit.
+        cap = max(cruise, math.sqrt(max(v0_mps**2 - 2 * step.decel_mps2 * i * ds, 0.0)))
         k = abs(route.curvature_at(s0_m + i * ds))
-        vmax.append(min(cruise, math.sqrt(step.lateral_mps2 / k)) if k > 1e-9 else cruise)
+        vmax.append(min(cap, math.sqrt(step.lateral_mps2 / k)) if k > 1e-9 else cap)
     vmax[0] = v0_mps
     vmax[-1] = min(vmax[-1], step.end_speed_kmh / 3.6)
     for i in range(cells - 1, -1, -1):
         vmax[i] = min(vmax[i], math.sqrt(vmax[i + 1] ** 2 + 2 * step.decel_mps2 * ds))
+    if vmax[0] < v0_mps - 0.05:
+        # Starting too fast for a corner (or the step's end) close ahead: the van would have to
+        # shed speed instantly, an impossible deceleration the truth would call a crash.
+        raise RouteError(
+            f"cannot brake from {v0_mps * 3.6:.0f} to {vmax[0] * 3.6:.0f} km/h at the start "
+            f"within decel_mps2 = {step.decel_mps2:g}; lower the previous step's end_speed_kmh"
+        )
     v = [vmax[0]]
     for i in range(1, cells + 1):
         v.append(min(vmax[i], math.sqrt(v[-1] ** 2 + 2 * step.accel_mps2 * ds)))
@@ -297,7 +306,9 @@ class VehicleModel:
         s = 0.0
         v = 0.0
         engine = False
+        self.step_starts_s: list[float] = []
         for number, step in enumerate(self.scenario.plan):
+            self.step_starts_s.append(t_step)
             if step.kind is StepKind.DRIVE:
                 s_end = self.route.length_m if step.distance_m is None else s + step.distance_m
                 if s_end > self.route.length_m + 0.5:
@@ -308,7 +319,10 @@ class VehicleModel:
                 s_end = min(s_end, self.route.length_m)
                 if s_end - s < 0.5:
                     continue
-                profile = _speed_profile(self.route, s, s_end, v, step)
+                try:
+                    profile = _speed_profile(self.route, s, s_end, v, step)
+                except RouteError as exc:
+                    raise RouteError(f"plan[{number}]: {exc}") from None
                 self._fill(t_step, profile.duration_s, profile, s, True)
                 t_step += profile.duration_s
                 s, v, engine = s_end, profile.v_mps[-1], True

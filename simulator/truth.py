@@ -175,7 +175,7 @@ class TruthBuilder:
         self._ignition()
         self._trips()
         self._idle()
-        self._harsh(TruthType.HARSH_ACCEL, lambda k: self.m.accel_mps2[k] >= HARSH_ACCEL_MPS2)
+        self._harsh(TruthType.HARSH_ACCEL, self._accelerating)
         self._harsh(TruthType.HARSH_BRAKE, lambda k: self.m.accel_mps2[k] <= HARSH_BRAKE_MPS2)
         self._harsh(TruthType.HARSH_TURN, self._turning)
         self._speeding()
@@ -295,6 +295,10 @@ class TruthBuilder:
                 )
             i += 1
 
+    def _accelerating(self, k: int) -> bool:
+        # "at >= 10 km/h" holds throughout (unlike braking, judged at the onset speed).
+        return self.m.accel_mps2[k] >= HARSH_ACCEL_MPS2 and self.kmh[k] >= HARSH_MIN_SPEED_KMH
+
     def _turning(self, k: int) -> bool:
         return (
             self.m.lateral_mps2(k) >= HARSH_TURN_MPS2
@@ -307,7 +311,7 @@ class TruthBuilder:
         for start, end in runs([condition(k) for k in range(self.n)]):
             if end - start < _samples(HARSH_MIN_S):
                 continue
-            if kind is not TruthType.HARSH_TURN and self.kmh[start] < HARSH_MIN_SPEED_KMH:
+            if kind is TruthType.HARSH_BRAKE and self.kmh[start] < HARSH_MIN_SPEED_KMH:
                 continue
             data: dict[str, Any] = {
                 "duration_s": round((end - start) * DT_S, 1),
@@ -415,7 +419,9 @@ class TruthBuilder:
             for start, end in runs(down):
                 if start == 0 or (end - start) * DT_S < LINK_LOST_S:
                     continue
-                self._emit(lost, start)
+                online = self.m.gnss_online_at if lost is TruthType.GNSS_LOST else up_at
+                reason = "no_fix" if online(start * DT_S) else "unplugged"
+                self._emit(lost, start, {"reason": reason})
                 if end < self.n:
                     self._emit(regained, end, {"duration_s": round((end - start) * DT_S, 1)})
 
