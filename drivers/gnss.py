@@ -126,7 +126,11 @@ class GNSSStream:
             for epoch in self.decoder.flush():
                 self._take(epoch.fix, epoch.reason, epoch.ts_mono, out)
         if quiet_s >= self._silence_timeout_s and self._state is not LinkState.DOWN:
-            out.append(self._transition(ts_mono, LinkState.DOWN, f"no data for {quiet_s:.0f} s"))
+            out.append(
+                self._transition(
+                    ts_mono, LinkState.DOWN, f"no data for {self._silence_timeout_s:g} s"
+                )
+            )
         elif (
             self._state is LinkState.UP
             and self._last_fix is not None
@@ -134,9 +138,7 @@ class GNSSStream:
             and quiet_s < self._fix_timeout_s  # bytes flow but make no fix; else silence rules
         ):
             out.append(
-                self._transition(
-                    ts_mono, LinkState.NO_FIX, f"no fix for {self._fix_timeout_s:.0f} s"
-                )
+                self._transition(ts_mono, LinkState.NO_FIX, f"no fix for {self._fix_timeout_s:g} s")
             )
         return out
 
