@@ -416,6 +416,8 @@ class OBDReader:
                 self._serve_once()
             except DeviceUnavailable as exc:
                 self._drop_session(f"adapter lost: {exc}")
+            except AdapterReplyError as exc:
+                self._count_error(exc)
             except Exception:
                 # Supervision point: a bug must not kill the reader; reconnect from scratch.
                 logger.exception("OBD reader failed; reconnecting")
@@ -465,7 +467,11 @@ class OBDReader:
 
     def _at(self, command: str) -> str:
         session = self._require()
-        text = session.channel.request(command)
+        try:
+            text = session.channel.request(command)
+        except AdapterReplyError as exc:
+            self._count_error(exc)
+            return ""
         lines = [line for line in reply_lines(text) if line != command.upper()]
         if not lines or lines == ["?"]:
             self._count(f"errors.{ReplyErrorKind.UNKNOWN_COMMAND}")
@@ -503,9 +509,8 @@ class OBDReader:
         """One ECU request; returns the messages' data. Counts and re-raises reply errors."""
         session = self._require()
         self._count("requests")
-        text = session.channel.request(command)
         try:
-            messages = parse_reply(text, command)
+            messages = parse_reply(session.channel.request(command), command)
         except AdapterReplyError as exc:
             self._count_error(exc)
             if exc.kind == ReplyErrorKind.SILENCE:
@@ -604,9 +609,8 @@ class OBDReader:
 
     def _read_voltage(self) -> None:
         session = self._require()
-        text = session.channel.request("ATRV")
         try:
-            volts = parse_voltage(text)
+            volts = parse_voltage(session.channel.request("ATRV"))
         except AdapterReplyError as exc:
             self._count_error(exc)
             if exc.kind == ReplyErrorKind.SILENCE:

@@ -1,0 +1,312 @@
+"""The OBD reader against the emulated ELM327 over real pseudo-terminals."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from drivers.obd import (
+    FUELS,
+    OBDReader,
+    OBDSettings,
+    maf_fuel_rate_lph,
+    speed_density_maf_gps,
+)
+from drivers.samples import (
+    DTCSample,
+    FuelRateSource,
+    LinkSample,
+    LinkState,
+    OBDReading,
+    Sample,
+    VehicleInfo,
+)
+from simulator.elm327 import DEFAULT_PIDS, ELM327Server
+from simulator.state import VehicleState
+
+STATE = VehicleState(
+    t_s=0.0,
+    utc=dt.datetime(2026, 3, 1, 8, 0, tzinfo=dt.UTC),
+    lat=52.0,
+    lon=4.0,
+    alt_m=0.0,
+    speed_kmh=57.0,
+    course_deg=0.0,
+    accel_mps2=0.0,
+    yaw_rate_dps=0.0,
+    ignition=True,
+    engine_running=True,
+    rpm=1650.25,
+    engine_load_pct=40.0,
+    coolant_c=88.0,
+    intake_c=30.0,
+    maf_gps=12.34,
+    map_kpa=65.0,
+    fuel_level_pct=55.0,
+    fuel_rate_lph=6.5,
+    runtime_s=600.0,
+    odometer_km=123456.7,
+    battery_v=14.1,
+    dtcs=("P0301",),
+    pending_dtcs=("P0420",),
+    vin="WF0XXXTTGXKA12345",
+    gnss_fix=True,
+    gnss_online=True,
+    obd_online=True,
+)
+
+
+class Van:
+    """A StateSource the test changes while the reader runs."""
+
+    def __init__(self, state: VehicleState) -> None:
+        self._lock = threading.Lock()
+        self._state = state
+
+    def state(self) -> VehicleState:
+        with self._lock:
+            return self._state
+
+    def update(self, **changes: object) -> None:
+        with self._lock:
+            self._state = dataclasses.replace(self._state, **changes)  # type: ignore[arg-type]
+
+
+class Samples:
+    """Collects what the reader emits; waits (bounded) for a sample to show up."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.items: list[tuple[float, Sample]] = []
+
+    def emit(self, sample: Sample) -> None:
+        with self._cond:
+            self.items.append((time.monotonic(), sample))
+            self._cond.notify_all()
+
+    def wait_for(
+        self, match: Callable[[Sample], bool], timeout_s: float, after: float = 0.0
+    ) -> tuple[float, Sample]:
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while True:
+                for t, sample in self.items:
+                    if t >= after and match(sample):
+                        return t, sample
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    kinds = [type(s).__name__ for _, s in self.items[-10:]]
+                    raise AssertionError(f"no matching sample within {timeout_s} s; last: {kinds}")
+                self._cond.wait(remaining)
+
+    def of(self, kind: type, after: float = 0.0) -> list[Sample]:
+        with self._cond:
+            return [s for t, s in self.items if isinstance(s, kind) and t >= after]
+
+
+Rig = tuple[OBDReader, ELM327Server, Samples, Van]
+
+
+def start_rig(
+    tmp_path: Path,
+    variant: str = "v1.5",
+    pids: frozenset[int] | None = None,
+    name: str = "obd0",
+    **settings: object,
+) -> Rig:
+    van = Van(STATE)
+    server = ELM327Server(van, tmp_path / name, variant=variant, latency_s=0.01, pids=pids)
+    server.start()
+    samples = Samples()
+    reader = OBDReader(
+        OBDSettings(port=str(server.path), fuel_type="petrol", **settings),  # type: ignore[arg-type]
+        samples.emit,
+        time.monotonic,
+    )
+    reader.start()
+    return reader, server, samples, van
+
+
+@pytest.fixture
+def rigs() -> Iterator[list[Rig]]:
+    started: list[Rig] = []
+    yield started
+    for reader, server, _samples, _van in started:
+        reader.stop(timeout_s=5.0)
+        server.stop()
+
+
+def is_reading_with(*names: str) -> Callable[[Sample], bool]:
+    def match(sample: Sample) -> bool:
+        return isinstance(sample, OBDReading) and all(getattr(sample, n) is not None for n in names)
+
+    return match
+
+
+def test_readings_match_the_model_and_follow_ignition(tmp_path: Path, rigs: list[Rig]) -> None:
+    rig = start_rig(tmp_path, voltage_interval_s=1.0)
+    rigs.append(rig)
+    reader, _server, samples, van = rig
+    _, info = samples.wait_for(lambda s: isinstance(s, VehicleInfo), 10.0)
+    assert isinstance(info, VehicleInfo)
+    assert info.adapter == "ELM327 v1.5"
+    assert info.protocol == "ISO 15765-4 (CAN 11/500)"
+    assert info.vin == "WF0XXXTTGXKA12345"
+    assert info.multi_pid is True
+    assert {"0C", "0D", "5E", "A6", "10", "0B"} <= set(info.supported_pids)
+    _, dtcs = samples.wait_for(lambda s: isinstance(s, DTCSample), 5.0)
+    assert dtcs == DTCSample(dtcs.ts_mono, ("P0301",), ("P0420",))
+
+    t_change = time.monotonic()
+    van.update(speed_kmh=88.0, rpm=2400.0, coolant_c=92.0, fuel_level_pct=40.0)
+    _, fast = samples.wait_for(is_reading_with("speed_kmh"), 3.0, after=t_change + 0.05)
+    assert isinstance(fast, OBDReading)
+    assert (fast.speed_kmh, fast.rpm) == (88.0, 2400.0)
+    _, medium = samples.wait_for(is_reading_with("fuel_rate_lph"), 3.0)
+    assert isinstance(medium, OBDReading)
+    assert medium.fuel_rate_source == FuelRateSource.PID_5E
+    assert medium.fuel_rate_lph == 6.5
+    assert medium.maf_gps == 12.34 and medium.map_kpa == 65.0 and medium.intake_c == 30.0
+    assert medium.engine_load_pct == pytest.approx(40.0, abs=0.2)
+    _, slow = samples.wait_for(is_reading_with("odometer_km"), 3.0)
+    assert isinstance(slow, OBDReading)
+    assert slow.odometer_km == 123456.7 and slow.runtime_s == 600.0
+    _, volts = samples.wait_for(is_reading_with("voltage_v"), 3.0)
+    assert isinstance(volts, OBDReading) and volts.voltage_v == 14.1
+
+    # Ignition off: no more ECU requests, only ATRV on its interval.
+    van.update(ignition=False, engine_running=False, rpm=0.0, speed_kmh=0.0, battery_v=12.5)
+    reader.set_ignition(False)
+    time.sleep(0.3)
+    t_off = time.monotonic()
+    requests_before = reader.stats().get("requests", 0)
+    samples.wait_for(lambda s: isinstance(s, OBDReading) and s.voltage_v == 12.5, 3.0, t_off)
+    time.sleep(1.0)
+    assert reader.stats().get("requests", 0) == requests_before
+    assert not [s for s in samples.of(OBDReading, t_off) if isinstance(s, OBDReading)
+                and s.speed_kmh is not None]
+
+    # Ignition on: the driver re-probes (a fresh VehicleInfo) and polls again.
+    van.update(ignition=True, engine_running=True, rpm=800.0, battery_v=14.2)
+    t_on = time.monotonic()
+    reader.set_ignition(True)
+    samples.wait_for(lambda s: isinstance(s, VehicleInfo), 5.0, after=t_on)
+    _, again = samples.wait_for(is_reading_with("rpm"), 3.0, after=t_on)
+    assert isinstance(again, OBDReading) and again.rpm == 800.0
+    assert reader.stats()["readings"] > 5
+    assert reader.last_progress > t_on
+
+
+def test_unplug_and_replug_resume_within_5_s(tmp_path: Path, rigs: list[Rig]) -> None:
+    rig = start_rig(tmp_path)
+    rigs.append(rig)
+    reader, server, samples, van = rig
+    samples.wait_for(is_reading_with("rpm"), 10.0)
+    t_unplug = time.monotonic()
+    server.unplug()
+    _, down = samples.wait_for(lambda s: isinstance(s, LinkSample), 3.0, after=t_unplug)
+    assert isinstance(down, LinkSample) and down.state == LinkState.DOWN
+    time.sleep(1.5)
+    t_replug = time.monotonic()
+    server.replug()
+    t_up, _up = samples.wait_for(
+        lambda s: isinstance(s, LinkSample) and s.state == LinkState.UP, 5.0, after=t_replug
+    )
+    t_read, _ = samples.wait_for(is_reading_with("rpm"), 5.0, after=t_replug)
+    assert t_read - t_replug < 5.0
+    assert reader.stats()["reconnects"] >= 1
+    # The source going offline (the scenario's way to unplug) works the same.
+    van.update(obd_online=False)
+    t_gone = time.monotonic()
+    samples.wait_for(
+        lambda s: isinstance(s, LinkSample) and s.state == LinkState.DOWN, 3.0, after=t_gone
+    )
+    van.update(obd_online=True)
+    t_back = time.monotonic()
+    t_read2, _ = samples.wait_for(is_reading_with("rpm"), 5.0, after=t_back)
+    assert t_read2 - t_back < 5.0
+    assert t_up >= t_replug
+
+
+def test_clone_without_multi_pid_falls_back_to_one_pid_per_request(
+    tmp_path: Path, rigs: list[Rig]
+) -> None:
+    rig = start_rig(tmp_path, variant="clone-v2.1")
+    rigs.append(rig)
+    _reader, _server, samples, _van = rig
+    _, info = samples.wait_for(lambda s: isinstance(s, VehicleInfo), 10.0)
+    assert isinstance(info, VehicleInfo)
+    assert info.adapter == "ELM327 v2.1" and info.multi_pid is False
+    _, fast = samples.wait_for(is_reading_with("speed_kmh", "rpm"), 3.0)
+    assert isinstance(fast, OBDReading) and (fast.speed_kmh, fast.rpm) == (57.0, 1650.25)
+    _, medium = samples.wait_for(is_reading_with("fuel_rate_lph", "maf_gps", "map_kpa"), 3.0)
+    assert isinstance(medium, OBDReading) and medium.fuel_rate_lph == 6.5
+
+
+def test_garbage_replies_are_counted_never_fatal(tmp_path: Path, rigs: list[Rig]) -> None:
+    rig = start_rig(tmp_path, variant="noisy-v1.5", fast_hz=10.0, medium_hz=5.0)
+    rigs.append(rig)
+    reader, _server, samples, _van = rig
+    samples.wait_for(is_reading_with("rpm"), 10.0)
+    deadline = time.monotonic() + 8.0
+    while time.monotonic() < deadline:
+        stats = reader.stats()
+        if stats.get("garbage", 0) >= 3 and stats.get("errors.can_error", 0) >= 1:
+            break
+        time.sleep(0.1)
+    stats = reader.stats()
+    assert stats.get("garbage", 0) >= 3, stats
+    assert stats.get("errors.can_error", 0) >= 1, stats
+    assert "errors.internal" not in stats
+    t = time.monotonic()
+    _, reading = samples.wait_for(is_reading_with("rpm"), 3.0, after=t)
+    assert isinstance(reading, OBDReading) and reading.rpm == 1650.25
+    assert not [s for s in samples.of(LinkSample) if s.state == LinkState.DOWN]  # type: ignore[union-attr]
+
+
+def test_fuel_rate_from_maf_and_from_speed_density(tmp_path: Path, rigs: list[Rig]) -> None:
+    # Both rigs run at once to keep the test short; the second has neither 5E nor MAF.
+    no_5e = frozenset(DEFAULT_PIDS - {0x5E})
+    no_5e_no_maf = frozenset(DEFAULT_PIDS - {0x5E, 0x10})
+    rigs.append(start_rig(tmp_path, pids=no_5e, name="maf"))
+    rigs.append(start_rig(tmp_path, pids=no_5e_no_maf, name="sd"))
+    petrol = FUELS["petrol"]
+    _, maf = rigs[0][2].wait_for(is_reading_with("fuel_rate_lph"), 12.0)
+    assert isinstance(maf, OBDReading) and maf.fuel_rate_source == FuelRateSource.MAF
+    assert maf.fuel_rate_lph == pytest.approx(maf_fuel_rate_lph(12.34, petrol))
+    assert maf.fuel_rate_lph == pytest.approx(12.34 * 3600 / (14.7 * 745.0))
+    _, sd = rigs[1][2].wait_for(is_reading_with("fuel_rate_lph"), 12.0)
+    assert isinstance(sd, OBDReading) and sd.fuel_rate_source == FuelRateSource.SPEED_DENSITY
+    air_gps = speed_density_maf_gps(65.0, 30.0, 1650.25, 2.0, 0.85)
+    assert air_gps == pytest.approx(65000 * (0.002 * 1650.25 / 120) * 0.85 / (287.05 * 303.15)
+                                    * 1000)
+    assert sd.fuel_rate_lph == pytest.approx(maf_fuel_rate_lph(air_gps, petrol))
+    assert sd.maf_gps is None
+
+
+def test_silent_adapter_goes_down_and_the_reader_still_stops(
+    tmp_path: Path, rigs: list[Rig]
+) -> None:
+    rig = start_rig(tmp_path, timeout_s=0.3)
+    rigs.append(rig)
+    reader, server, samples, _van = rig
+    samples.wait_for(is_reading_with("rpm"), 10.0)
+    t = time.monotonic()
+    server.silent = True
+    samples.wait_for(
+        lambda s: isinstance(s, LinkSample) and s.state == LinkState.DOWN, 5.0, after=t
+    )
+    assert reader.stats()["errors.silence"] >= 3
+    server.silent = False
+    t_back = time.monotonic()
+    t_read, _ = samples.wait_for(is_reading_with("rpm"), 8.0, after=t_back)
+    assert t_read - t_back < 8.0
+    t_stop = time.monotonic()
+    reader.stop(timeout_s=5.0)
+    assert time.monotonic() - t_stop < 5.5
