@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 
 from agent.config import HarshDetectSection
@@ -39,7 +40,7 @@ class HarshDetector:
         self._accel: _Run | None = None
         self._brake: _Run | None = None
         self._turn: _Run | None = None
-        self._last_fix: GNSSFix | None = None
+        self._fixes: deque[GNSSFix] = deque()  # good fixes of the last heading-rate window
         self._last_accel_ts: float | None = None
         self._turn_dir = ""
 
@@ -85,9 +86,9 @@ class HarshDetector:
         if beyond:
             if run is None:
                 pos = m.position()
-                # The run starts where the estimate first crossed; its speed is the speed
-                # at the start of the window (before the hard braking took it away).
-                start_speed = max(0.0, speed - value * 3.6 * self._s.accel_window_s / 2)
+                # "At >= 10 km/h": the van was that fast somewhere in the window the first
+                # estimate covers (for braking its start, for accelerating its end).
+                start_speed = m.window_max_speed_kmh()
                 return (
                     _Run(
                         ts,
@@ -113,7 +114,6 @@ class HarshDetector:
 
     def _lateral(self, fix: GNSSFix, m: MotionTracker) -> list[Event]:
         s = self._s
-        prev, self._last_fix = self._last_fix, fix
         good = (
             m.fix_good
             and fix.course_deg is not None
@@ -121,12 +121,23 @@ class HarshDetector:
             and fix.hdop <= s.turn_max_hdop
         )
         if not good:
-            self._last_fix = None
+            self._fixes.clear()
             return self._close_turn(fix.ts_mono)
-        if prev is None or prev.course_deg is None or fix.course_deg is None:
+        if self._fixes and fix.ts_mono <= self._fixes[-1].ts_mono:
             return []
+        self._fixes.append(fix)
+        # Heading rate over at least one window, not between consecutive fixes: at 10 Hz a
+        # degree of course noise per epoch would read as a 0.17 rad/s yaw rate.
+        span = max(s.accel_window_s, 0.9)
+        while len(self._fixes) > 2 and fix.ts_mono - self._fixes[1].ts_mono >= span - 1e-6:
+            self._fixes.popleft()
+        prev = self._fixes[0]
         dt = fix.ts_mono - prev.ts_mono
-        if dt <= 0 or dt > 2.0:
+        if dt < span - 1e-6:
+            return []
+        if dt > 2.0 * span + 1.0 or prev.course_deg is None or fix.course_deg is None:
+            self._fixes.clear()
+            self._fixes.append(fix)
             return self._close_turn(fix.ts_mono)
         speed_kmh = m.speed_kmh if m.speed_kmh is not None else 0.0
         dheading = (fix.course_deg - prev.course_deg + 180.0) % 360.0 - 180.0

@@ -110,6 +110,10 @@ class MotionTracker:
             return self.rpm > 0
         return self.ignition is True
 
+    def window_max_speed_kmh(self) -> float:
+        """The highest speed inside the current acceleration window."""
+        return max((v for _, v in self._speeds), default=0.0) * 3.6
+
     def position(self) -> tuple[float, float] | None:
         return None if self.fix is None else (self.fix.lat, self.fix.lon)
 
