@@ -1,0 +1,210 @@
+"""GPIO backends, the ignition reader thread, power-hold and LED patterns."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from drivers.errors import DeviceUnavailable
+from drivers.gpio import (
+    GPIOLibraryError,
+    GPIOSettings,
+    IgnitionReader,
+    LEDPattern,
+    PowerHold,
+    SimulatedGPIO,
+    led_level,
+    open_backend,
+)
+from drivers.samples import IgnitionSample, Sample
+from simulator.ignition import IgnitionLine
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.samples: list[IgnitionSample] = []
+        self._cond = threading.Condition()
+
+    def __call__(self, sample: Sample) -> None:
+        assert isinstance(sample, IgnitionSample)
+        with self._cond:
+            self.samples.append(sample)
+            self._cond.notify_all()
+
+    def wait(self, pred: Callable[[list[IgnitionSample]], bool], timeout_s: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while not pred(self.samples):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return True
+
+
+def _reader(line: Path, collector: Collector, **kw: object) -> IgnitionReader:
+    settings = GPIOSettings(
+        backend="simulated", line_file=str(line), debounce_s=0.1, poll_s=0.01, **kw  # type: ignore[arg-type]
+    )
+    return IgnitionReader(settings, collector, time.monotonic)
+
+
+def test_simulated_backend_reads_the_simulator_line_and_writes_outputs(tmp_path: Path) -> None:
+    line = IgnitionLine(tmp_path / "ignition")
+    gpio = SimulatedGPIO(line.path)
+    line.set(True)
+    assert gpio.read(17) == 1
+    line.set(False)
+    assert gpio.read(17) == 0
+    gpio.write(5, True)
+    assert gpio.output_path(5).read_text() == "1\n"
+    gpio.write(5, False)
+    assert gpio.output_path(5).read_text() == "0\n"
+
+
+@pytest.mark.parametrize("content", ["", "2\n", "on", "\x00\x01"])
+def test_simulated_backend_rejects_garbage_clearly(tmp_path: Path, content: str) -> None:
+    f = tmp_path / "ignition"
+    f.write_text(content)
+    with pytest.raises(DeviceUnavailable, match="must be 0 or 1"):
+        SimulatedGPIO(f).read(17)
+    with pytest.raises(DeviceUnavailable, match="missing"):
+        SimulatedGPIO(tmp_path / "absent").read(17)
+
+
+def test_reader_emits_debounced_changes_and_the_initial_state(tmp_path: Path) -> None:
+    line = IgnitionLine(tmp_path / "ignition")
+    line.set(False)
+    got = Collector()
+    reader = _reader(line.path, got)
+    reader.start()
+    try:
+        assert got.wait(lambda s: len(s) == 1), "one sample at start"
+        assert got.samples[0].on is False and got.samples[0].source == "gpio"
+        # A 30 ms blip (a cranking starter) is shorter than the debounce: no change.
+        line.set(True)
+        time.sleep(0.03)
+        line.set(False)
+        time.sleep(0.3)
+        assert len(got.samples) == 1
+        line.set(True)
+        assert got.wait(lambda s: len(s) == 2)
+        assert got.samples[1].on is True
+        assert reader.ignition_on is True
+        line.set(False)
+        assert got.wait(lambda s: len(s) == 3)
+        assert got.samples[2].on is False
+    finally:
+        reader.stop()
+
+
+def test_active_low_inverts_the_line(tmp_path: Path) -> None:
+    line = IgnitionLine(tmp_path / "ignition")
+    line.set(False)
+    got = Collector()
+    reader = _reader(line.path, got, active_low=True)
+    reader.start()
+    try:
+        assert got.wait(lambda s: len(s) == 1)
+        assert got.samples[0].on is True
+    finally:
+        reader.stop()
+
+
+def test_unreadable_line_is_counted_and_the_reader_recovers(tmp_path: Path) -> None:
+    path = tmp_path / "ignition"
+    got = Collector()
+    reader = _reader(path, got)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 5
+        while reader.read_errors < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert reader.read_errors >= 3
+        assert got.samples == []
+        IgnitionLine(path).set(True)
+        assert got.wait(lambda s: len(s) == 1)
+        assert got.samples[0].on is True
+    finally:
+        reader.stop()
+
+
+def test_reader_drives_power_hold_and_led_outputs(tmp_path: Path) -> None:
+    line = IgnitionLine(tmp_path / "ignition")
+    line.set(True)
+    got = Collector()
+    reader = _reader(line.path, got, power_hold_pin=5, led_pin=6)
+    out5, out6 = tmp_path / "gpio5.out", tmp_path / "gpio6.out"
+    reader.led_pattern = LEDPattern.ALL_GOOD
+    reader.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not (out5.exists() and out6.exists()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert out5.read_text() == "1\n", "power-hold asserted from the start"
+        assert out6.read_text() == "1\n", "steady LED for all good"
+        reader.power_hold = False
+        deadline = time.monotonic() + 5
+        while out5.read_text() != "0\n" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert out5.read_text() == "0\n"
+    finally:
+        reader.stop()
+    assert out6.read_text() == "0\n", "LED off when the agent stops"
+
+
+def test_led_patterns_are_distinguishable() -> None:
+    def samples(p: LEDPattern) -> list[bool]:
+        return [led_level(p, i * 0.05) for i in range(40)]  # one 2 s cycle
+
+    assert all(samples(LEDPattern.ALL_GOOD))
+    assert not any(samples(LEDPattern.OFF))
+    slow = samples(LEDPattern.NO_FIX)
+    assert slow[:20] == [True] * 20 and slow[20:] == [False] * 20
+    flashes = samples(LEDPattern.NO_BROKER)
+    rising = sum(1 for a, b in zip([False, *flashes], flashes, strict=False) if b and not a)
+    assert rising == 2, "a double flash"
+    assert sum(flashes) < 10
+
+
+def test_power_hold_waits_for_flush_then_the_release_delay() -> None:
+    hold = PowerHold(release_s=60.0)
+    assert hold.update(0.0, None, spool_flushed=False), "unknown ignition: hold"
+    assert hold.update(1.0, True, spool_flushed=True), "ignition on: hold"
+    assert hold.update(2.0, False, spool_flushed=False), "off but spool not flushed: hold"
+    assert hold.update(10.0, False, spool_flushed=True), "flushed: the delay starts"
+    assert hold.update(69.0, False, spool_flushed=True)
+    assert not hold.update(70.0, False, spool_flushed=True), "released after the delay"
+    assert hold.released
+    assert hold.update(80.0, True, spool_flushed=True), "ignition back on: hold again"
+
+
+def test_power_hold_delay_restarts_when_new_data_arrives() -> None:
+    hold = PowerHold(release_s=10.0)
+    assert hold.update(0.0, False, spool_flushed=True)
+    assert hold.update(5.0, False, spool_flushed=False)
+    assert hold.update(12.0, False, spool_flushed=True)
+    assert not hold.update(22.0, False, spool_flushed=True)
+
+
+def test_rpigpio_missing_library_names_the_package() -> None:
+    try:
+        import RPi.GPIO  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("RPi.GPIO is installed here; this checks the message when it is not")
+    with pytest.raises(GPIOLibraryError, match=r"RPi\.GPIO.*python3-rpi\.gpio"):
+        open_backend(GPIOSettings(backend="rpigpio"))
+
+
+def test_gpiod_missing_chip_is_a_clear_device_error(tmp_path: Path) -> None:
+    chip = tmp_path / "gpiochip9"
+    with pytest.raises(DeviceUnavailable, match="gpiochip9: cannot request GPIO lines"):
+        open_backend(GPIOSettings(backend="gpiod", chip=str(chip)))
+    assert not os.path.exists(chip)
