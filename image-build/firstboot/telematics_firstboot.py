@@ -3,10 +3,12 @@
 
 A technician copies ``telematics/provision.toml`` and the certificates it names onto the SD card's
 FAT boot partition. On boot, ``telematics-firstboot.service`` runs this script as root: it checks
-the file, hands it to ``telematics-agent provision`` (which writes the configuration and the
-secrets atomically with safe modes), wipes and removes the originals from the boot partition, and
-starts the agent. On any failure the files stay where they are and ``provision-error.txt`` beside
-them says what is wrong, so the technician can fix the card and reboot.
+that the files it names are beside it, hands it to ``telematics-agent provision --from-file``
+(which validates identity, broker, certificates and key, and writes the configuration and the
+secrets atomically with safe modes and owners), wipes and removes the originals from the boot
+partition, and starts the agent. On any failure the files stay where they are and
+``provision-error.txt`` beside them says what is wrong, so the technician can fix the card and
+reboot.
 
 Standard library only: it runs with the system python3, before anything else of ours is trusted.
 ``--root`` (or ``TELEMATICS_ROOT``) runs it against another root directory, for tests and images.
@@ -18,8 +20,6 @@ import argparse
 import datetime
 import logging
 import os
-import pwd
-import re
 import subprocess
 import sys
 import tomllib
@@ -34,32 +34,17 @@ DONE_FILE = "provision-done.txt"
 # Raspberry Pi OS Bookworm mounts the FAT partition at /boot/firmware; older images at /boot.
 BOOT_DIRS = ("boot/firmware/telematics", "boot/telematics")
 CONFIG_DIR = "etc/telematics-agent"
+STATE_DIR = "var/lib/telematics-agent"
 AGENT_BIN = "opt/telematics-agent/bin/telematics-agent"
 AGENT_UNIT = "telematics-agent.service"
 FIRSTBOOT_UNIT = "telematics-firstboot.service"
-SERVICE_USER = "telematics"
 MAX_FILE_BYTES = 256 * 1024
 PROVISION_TIMEOUT_S = 120.0
 SYSTEMCTL_TIMEOUT_S = 60.0
-
-DEVICE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
-BROKER_RE = re.compile(r"mqtts?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
-PORT_RE = re.compile(r"(/dev/[A-Za-z0-9_./-]+|socket://[A-Za-z0-9.:-]+)")
-
-# key -> (type, required, is a file on the boot partition)
-KEYS: dict[str, tuple[type, bool, bool]] = {
-    "device_id": (str, True, False),
-    "broker": (str, True, False),
-    "ca": (str, True, True),
-    "cert": (str, True, True),
-    "key": (str, True, True),
-    "username": (str, False, False),
-    "password_file": (str, False, True),
-    "gnss_port": (str, False, False),
-    "obd_port": (str, False, False),
-    "ignition_pin": (int, False, False),
-}
-PEM_FILES = ("ca", "cert", "key")
+# Keys of the provisioning file naming files on the boot partition that provisioning copies into
+# /etc/telematics-agent/tls and this script then removes from the card. (The file's other keys
+# are checked by `telematics-agent provision`, the one owner of that format.)
+SECRET_KEYS = ("ca", "cert", "key", "password_file")
 
 
 class ProvisionError(Exception):
@@ -68,10 +53,11 @@ class ProvisionError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Provision:
-    """A checked provisioning file: its values and the boot-partition files it names."""
+    """A provisioning file whose secret files are all beside it on the boot partition."""
 
-    values: dict[str, str | int]
-    files: dict[str, Path]
+    path: Path
+    device_id: str
+    files: tuple[Path, ...]
 
 
 def find_boot_dir(root: Path) -> Path | None:
@@ -91,55 +77,15 @@ def read_provision(boot_dir: Path) -> Provision:
         raise ProvisionError(f"{path.name}: not UTF-8 text ({exc.reason})") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ProvisionError(f"{path.name}: not valid TOML: {exc}") from exc
-
-    unknown = sorted(set(data) - set(KEYS))
-    if unknown:
-        raise ProvisionError(
-            f"{path.name}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(KEYS)}"
-        )
-    values: dict[str, str | int] = {}
-    files: dict[str, Path] = {}
-    for key, (kind, required, is_file) in KEYS.items():
+    files = []
+    for key in SECRET_KEYS:
         if key not in data:
-            if required:
-                raise ProvisionError(f"{path.name}: missing required key '{key}'")
             continue
-        value = data[key]
-        # bool is an int subclass in Python; TOML true must not pass as a pin number.
-        if (
-            not isinstance(value, (str, int))
-            or not isinstance(value, kind)
-            or isinstance(value, bool)
-        ):
-            raise ProvisionError(
-                f"{path.name}: key '{key}' must be a {kind.__name__}, got {type(value).__name__}"
-            )
-        values[key] = value
-        if is_file:
-            files[key] = _boot_file(boot_dir, key, str(value))
-    _check_values(path.name, values)
-    for key in PEM_FILES:
-        if b"-----BEGIN " not in _read_limited(files[key]):
-            raise ProvisionError(f"{files[key].name} (key '{key}'): not a PEM file")
-    return Provision(values=values, files=files)
-
-
-def _check_values(name: str, values: dict[str, str | int]) -> None:
-    if not DEVICE_ID_RE.fullmatch(str(values["device_id"])):
-        raise ProvisionError(
-            f"{name}: device_id must be 1-64 letters, digits, '-' or '_', "
-            f"got {values['device_id']!r}"
-        )
-    if not BROKER_RE.fullmatch(str(values["broker"])):
-        raise ProvisionError(
-            f"{name}: broker must look like mqtts://host:8883, got {values['broker']!r}"
-        )
-    for key in ("gnss_port", "obd_port"):
-        if key in values and not PORT_RE.fullmatch(str(values[key])):
-            raise ProvisionError(f"{name}: {key} must be a /dev path, got {values[key]!r}")
-    pin = values.get("ignition_pin")
-    if isinstance(pin, int) and not 0 <= pin <= 63:
-        raise ProvisionError(f"{name}: ignition_pin must be a GPIO number 0-63, got {pin}")
+        if not isinstance(data[key], str):
+            raise ProvisionError(f"{path.name}: key '{key}' must be a file name in quotes")
+        files.append(_boot_file(boot_dir, key, data[key]))
+    device_id = data.get("device_id")
+    return Provision(path=path, device_id=str(device_id), files=tuple(files))
 
 
 def _boot_file(boot_dir: Path, key: str, name: str) -> Path:
@@ -166,30 +112,18 @@ def _read_limited(path: Path) -> bytes:
     return data
 
 
-def provision_command(agent_bin: str, config_dir: Path, prov: Provision) -> list[str]:
-    values, files = prov.values, prov.files
+def provision_command(agent_bin: str, root: Path, prov: Provision) -> list[str]:
     command = [
         agent_bin, "provision",
-        "--device-id", str(values["device_id"]),
-        "--broker", str(values["broker"]),
-        "--ca", str(files["ca"]),
-        "--cert", str(files["cert"]),
-        "--key", str(files["key"]),
-        "--config-dir", str(config_dir),
+        "--from-file", str(prov.path),
+        "--config-dir", str(root / CONFIG_DIR),
         # A file on the boot partition is the technician's explicit request to (re)provision.
         "--force",
+        # USB adapters may enumerate (and udev make /dev/gnss0, /dev/obd0) after this runs.
+        "--allow-missing-ports",
     ]  # fmt: skip
-    if "username" in values:
-        command += ["--username", str(values["username"])]
-    if "password_file" in files:
-        command += ["--password-file", str(files["password_file"])]
-    for key, flag in (
-        ("gnss_port", "--gnss-port"),
-        ("obd_port", "--obd-port"),
-        ("ignition_pin", "--ignition-pin"),
-    ):
-        if key in values:
-            command += [flag, str(values[key])]
+    if root != Path("/"):
+        command += ["--state-dir", str(root / STATE_DIR)]
     return command
 
 
@@ -211,51 +145,12 @@ def run_provision(command: list[str]) -> None:
         )
 
 
-def secure_config(root: Path, config_dir: Path) -> None:
-    """Give the service user read access to what provision wrote, and nobody else."""
-    owner = _lookup_ids(root, SERVICE_USER)
-    if owner is None:
-        logger.warning(
-            "user %s not found under %s; leaving ownership as written", SERVICE_USER, root
-        )
-        return
-    _, gid = owner
-    for path in [config_dir, *sorted(config_dir.rglob("*"))]:
-        if path.is_symlink():
-            continue
-        os.chown(path, 0, gid)
-        if path.is_dir():
-            path.chmod(0o750)
-        else:
-            # Group-readable so the agent (group telematics) reads its key; never world-readable.
-            path.chmod(0o640)
-
-
-def _lookup_ids(root: Path, user: str) -> tuple[int, int] | None:
-    if root == Path("/"):
-        try:
-            entry = pwd.getpwnam(user)
-        except KeyError:
-            return None
-        return entry.pw_uid, entry.pw_gid
-    # Another root has its own /etc/passwd; the host's user database does not apply to it.
-    try:
-        lines = (root / "etc/passwd").read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        fields = line.split(":")
-        if len(fields) >= 4 and fields[0] == user:
-            return int(fields[2]), int(fields[3])
-    return None
-
-
 def remove_originals(boot_dir: Path, prov: Provision) -> None:
     """Overwrite, then unlink: a FAT card passed around a depot must not keep the key readable.
 
     Wear levelling on SD cards means the overwrite is best effort; the unlink is what counts.
     """
-    for path in [*prov.files.values(), boot_dir / PROVISION_FILE, boot_dir / ERROR_FILE]:
+    for path in [*prov.files, prov.path, boot_dir / ERROR_FILE]:
         if not path.exists():
             continue
         try:
@@ -334,12 +229,7 @@ def provision(root: Path, agent_bin: str, systemctl: str) -> int:
     logger.info("provisioning from %s", boot_dir / PROVISION_FILE)
     try:
         prov = read_provision(boot_dir)
-        config_dir = root / CONFIG_DIR
-        run_provision(provision_command(agent_bin, config_dir, prov))
-        try:
-            secure_config(root, config_dir)
-        except OSError as exc:
-            raise ProvisionError(f"cannot set ownership in {config_dir}: {exc}") from exc
+        run_provision(provision_command(agent_bin, root, prov))
     except ProvisionError as exc:
         logger.error("provisioning failed: %s", exc)
         try:
@@ -348,8 +238,8 @@ def provision(root: Path, agent_bin: str, systemctl: str) -> int:
             logger.error("cannot write %s: %s", boot_dir / ERROR_FILE, write_exc.strerror)
         return 1
     remove_originals(boot_dir, prov)
-    write_done(boot_dir, str(prov.values["device_id"]))
-    logger.info("provisioned device %s; starting the agent", prov.values["device_id"])
+    write_done(boot_dir, prov.device_id)
+    logger.info("provisioned device %s; starting the agent", prov.device_id)
     start_agent(systemctl)
     return 0
 
