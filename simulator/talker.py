@@ -29,6 +29,7 @@ from simulator.state import VehicleState
 logger = logging.getLogger(__name__)
 
 MPS_PER_KNOT = 1852.0 / 3600.0
+MAX_LAG_REAL_S = 2.0
 GPS_PRNS = (2, 5, 7, 9, 13, 15, 18, 20, 23, 26, 29)
 GLONASS_PRNS = (65, 66, 72, 73, 74, 80, 81)
 
@@ -206,8 +207,9 @@ class GNSSTalker:
             if now_s < t_s:
                 self._stop.wait((t_s - now_s) / self.clock.time_scale)
                 continue
-            if now_s - t_s > 2.0:
+            if (now_s - t_s) / self.clock.time_scale > MAX_LAG_REAL_S:
                 # Far behind (a stalled machine): jump to now rather than flood stale epochs.
+                # Short lags are caught up in a burst, so the bytes stay those of a capture.
                 skipped = int((now_s - t_s) / period_s)
                 self.epochs_skipped += skipped
                 logger.warning(
