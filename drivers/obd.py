@@ -445,8 +445,8 @@ class OBDReader:
         self._count("reconnects" if self._link is not None else "connects")
         try:
             self._tune()
-            self._read_voltage()
             self._set_link(LinkState.UP, "adapter answering")
+            self._read_voltage()
             if self._ignition:
                 self._probe()
         except AdapterReplyError as exc:
