@@ -201,8 +201,8 @@ def main() -> int:
     for line in res["misses"]:
         print("  " + line)
     print(
-        f"replay: {res['replay_cpu_s']:.2f} CPU s for {res['simulated_hours']:.2f} simulated van-hours "
-        f"= {res['cpu_s_per_van_hour']:.2f} CPU s per van-hour"
+        f"replay: {res['replay_cpu_s']:.2f} CPU s for {res['simulated_hours']:.2f} simulated "
+        f"van-hours = {res['cpu_s_per_van_hour']:.2f} CPU s per van-hour"
     )
     return 0
 
