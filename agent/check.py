@@ -513,7 +513,12 @@ def probe_broker(cfg: agent_config.Config, timeout_s: float) -> list[CheckResult
                 return [CheckResult(name, Status.FAIL,
                                     f"the broker refused the connection: {connack}",
                                     _auth_hint(cfg))]
-            tls_alert = next((e for e in reversed(socket_errors) if "SSL" in e or "alert" in e), "")
+            # A broker that refuses the client certificate ends the TLS session right after the
+            # handshake, with an alert (OpenSSL servers) or without one (mosquitto 2.0: paho
+            # then sees "EOF occurred in violation of protocol (_ssl.c...)").
+            tls_alert = next(
+                (e for e in reversed(socket_errors) if "ssl" in e.lower() or "alert" in e), ""
+            ) if tls else ""
             if tls_alert:
                 return [CheckResult(name, Status.FAIL,
                                     f"the broker rejected this client's TLS identity ({tls_alert})",
@@ -577,6 +582,10 @@ def probe_spool(cfg: agent_config.Config, timeout_s: float) -> list[CheckResult]
             "the agent creates it at start (systemd StateDirectory=); run `check` again after "
             "the agent has started",
         )]
+    if not state_dir.is_dir():
+        return [CheckResult("spool", Status.FAIL, f"{state_dir} is not a directory",
+                            "set agent.state_dir to a directory "
+                            "(default /var/lib/telematics-agent)")]
     probe = state_dir / f".check-{os.getpid()}.db"
     try:
         with sqlite3.connect(probe, timeout=min(timeout_s, 5.0)) as db:
@@ -593,7 +602,10 @@ def probe_spool(cfg: agent_config.Config, timeout_s: float) -> list[CheckResult]
         )]
     finally:
         for suffix in ("", "-journal", "-wal", "-shm"):
-            Path(f"{probe}{suffix}").unlink(missing_ok=True)
+            try:
+                Path(f"{probe}{suffix}").unlink(missing_ok=True)
+            except OSError:
+                logger.debug("cannot remove %s%s", probe, suffix)
     free_mb = shutil.disk_usage(state_dir).free / 2**20
     detail = (f"{state_dir} writable (SQLite commit ok); {free_mb:.0f} MiB free, "
               f"spool bound {bound_mb:.0f} MiB")
@@ -765,10 +777,16 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     sp.add_argument("--json", action="store_true", help="one JSON object for scripts")
     sp.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
                     help=f"seconds each check may take (default {DEFAULT_TIMEOUT_S:.0f})")
+    sp.add_argument("--verbose", action="store_true", help="show the drivers' log lines too")
     sp.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if not getattr(args, "verbose", False):
+        # The checklist is the output: the drivers' transitions and pint's import chatter
+        # (python-obd pulls it in) would only interleave with it on stderr.
+        logging.getLogger().setLevel(logging.ERROR)
+        logging.getLogger("pint").setLevel(logging.ERROR)
     timeout_s = float(args.timeout)
     if not 0.5 <= timeout_s <= 600:
         print("check: --timeout must be from 0.5 to 600 seconds", file=sys.stderr)
