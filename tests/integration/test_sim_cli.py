@@ -1,0 +1,273 @@
+"""``telematics-sim run`` as a real process: device paths, NMEA on a pty, truth, unplug, signals."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pynmea2
+import pytest
+
+from simulator.model import VehicleModel
+from simulator.scenario import load_scenario
+from simulator.truth import derive_truth, read_truth
+
+SHORT = """
+name = "short"
+start_utc = "2026-03-02T07:00:00Z"
+seed = 5
+[route]
+corner_radius_m = 25
+waypoints = [[51.3400, 12.3700], [51.3400, 12.3830], [51.3450, 12.3830]]
+[gnss]
+unplug = [{{ t_s = {unplug_t}, duration_s = 20 }}]
+[[plan]]
+do = "park"
+duration_s = 10
+[[plan]]
+do = "idle"
+duration_s = 15
+[[plan]]
+do = "drive"
+distance_m = 700
+speed_kmh = 50
+end_speed_kmh = 50
+[[plan]]
+do = "drive"
+distance_m = 150
+speed_kmh = 50
+decel_mps2 = 4.5
+[[plan]]
+do = "park"
+duration_s = {park_s}
+"""
+
+
+def _scenario(tmp_path: Path, unplug_t: float = 500.0, park_s: float = 20.0) -> Path:
+    path = tmp_path / "short.toml"
+    path.write_text(SHORT.format(unplug_t=unplug_t, park_s=park_s), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def sim() -> Iterator[list[subprocess.Popen[str]]]:
+    procs: list[subprocess.Popen[str]] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def _start(
+    procs: list[subprocess.Popen[str]], *args: str
+) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simulator.cli", "run", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    procs.append(proc)
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], 15.0)
+    assert ready, "no JSON line within 15 s"
+    return proc, json.loads(proc.stdout.readline())
+
+
+def _read_lines(path: str, seconds: float, until: float | None = None) -> Iterator[str]:
+    """NMEA lines from the receiver's pty for up to ``seconds`` (stops on hangup)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+    buffer = b""
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError as exc:
+                if exc.errno == errno.EIO:  # the device was unplugged
+                    return
+                raise
+            if not chunk:
+                return
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\r\n")
+            for line in lines:
+                yield line.decode("ascii")
+    finally:
+        os.close(fd)
+
+
+def test_run_at_x60_streams_the_model_and_writes_its_truth(
+    tmp_path: Path, sim: list[subprocess.Popen[str]]
+) -> None:
+    scenario = _scenario(tmp_path)
+    truth_path = tmp_path / "truth.jsonl"
+    run_dir = tmp_path / "run"
+    proc, info = _start(
+        sim,
+        "--scenario",
+        str(scenario),
+        "--time-scale",
+        "60",
+        "--truth",
+        str(truth_path),
+        "--dir",
+        str(run_dir),
+    )
+    assert info == {
+        "gnss": str(run_dir / "gnss0"),
+        "obd": str(run_dir / "obd0"),
+        "ignition": str(run_dir / "ignition"),
+        "truth": str(truth_path),
+        "time_scale": 60.0,
+        "pid": proc.pid,
+        "scenario": "short",
+    }
+    assert Path(info["obd"]).is_symlink() and Path(info["ignition"]).read_text() in ("0\n", "1\n")
+    model = VehicleModel(load_scenario(scenario))
+    fixes = 0
+    for line in _read_lines(info["gnss"], seconds=2.0):
+        sentence = pynmea2.parse(line, check=True)
+        if isinstance(sentence, pynmea2.RMC) and sentence.status == "A":
+            t_s = (
+                sentence.datetime.replace(tzinfo=model.scenario.start_utc.tzinfo)
+                - model.scenario.start_utc
+            ).total_seconds()
+            true = model.state_at(t_s)
+            assert (
+                abs(sentence.latitude - true.lat) < 2e-4
+                and abs(sentence.longitude - true.lon) < 3e-4
+            )
+            if true.speed_kmh > 20:
+                assert abs(float(sentence.spd_over_grnd) * 1.852 - true.speed_kmh) < 1.5
+            fixes += 1
+    assert fixes >= 30  # x60 at 1 Hz: ~60 epochs per real second
+    assert proc.wait(timeout=model.duration_s / 60 + 10) == 0
+    assert not any(run_dir.iterdir())  # devices and line file removed
+    # The truth is the model's: the same at x60 as at x1 (or with no clock at all).
+    x60 = read_truth(truth_path)
+    direct = [json.loads(e.to_json()) for e in derive_truth(model)]
+    assert [e["type"] for e in x60] == [e["type"] for e in direct]
+    assert all(abs(a["t_s"] - b["t_s"]) <= 1.0 for a, b in zip(x60, direct, strict=True))
+    assert "harsh_brake" in [e["type"] for e in x60]
+    out = subprocess.run(
+        [sys.executable, "-m", "simulator.cli", "truth", "--scenario", str(scenario)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert [json.loads(line) for line in out.stdout.splitlines()] == x60
+
+
+def test_ignition_line_follows_the_scenario(
+    tmp_path: Path, sim: list[subprocess.Popen[str]]
+) -> None:
+    proc, info = _start(
+        sim,
+        "--scenario",
+        str(_scenario(tmp_path)),
+        "--time-scale",
+        "10",
+        "--dir",
+        str(tmp_path / "run"),
+    )
+    line = Path(info["ignition"])
+    assert line.read_text() == "0\n"  # parked for the first 10 s (1 s real)
+    deadline = time.monotonic() + 5.0
+    while line.read_text() != "1\n":
+        assert time.monotonic() < deadline, "ignition never turned on"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+
+
+def test_receiver_unplug_and_replug(tmp_path: Path, sim: list[subprocess.Popen[str]]) -> None:
+    scenario = _scenario(tmp_path, unplug_t=20.0, park_s=200.0)
+    proc, info = _start(
+        sim, "--scenario", str(scenario), "--time-scale", "10", "--dir", str(tmp_path / "run")
+    )
+    link = info["gnss"]
+    before = list(_read_lines(link, seconds=6.0))  # ends with EIO when unplugged at 2 s real
+    assert any(line.startswith("$GPRMC") for line in before)
+    deadline = time.monotonic() + 5.0
+    while os.path.lexists(link):
+        assert time.monotonic() < deadline, "symlink not removed on unplug"
+        time.sleep(0.02)
+    with pytest.raises(FileNotFoundError):
+        os.open(link, os.O_RDONLY | os.O_NOCTTY)
+    deadline = time.monotonic() + 6.0
+    while not os.path.lexists(link):
+        assert time.monotonic() < deadline, "receiver never came back"
+        time.sleep(0.02)
+    after = [pynmea2.parse(line, check=True) for line in _read_lines(link, seconds=1.5)]
+    stamps = [s.timestamp for s in after if isinstance(s, pynmea2.RMC) and s.timestamp]
+    assert stamps and all(s.second >= 40 or s.minute >= 1 for s in stamps)  # after the gap
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=10) == 0
+
+
+def test_sigterm_with_hold_cleans_up(sim: list[subprocess.Popen[str]]) -> None:
+    proc, info = _start(
+        sim,
+        "--scenario",
+        "cold_start",
+        "--time-scale",
+        "60",
+        "--hold",
+        "--elm-variant",
+        "clone-v2.1",
+        "--gnss-hz",
+        "10",
+        "--talker",
+        "GN",
+    )
+    run_dir = Path(info["gnss"]).parent
+    assert run_dir.is_dir()
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+    assert not run_dir.exists()
+
+
+def test_bad_scenario_exits_2_naming_file_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(_scenario(tmp_path).read_text().replace("speed_kmh = 50", "speed_kmh = -5", 1))
+    out = subprocess.run(
+        [sys.executable, "-m", "simulator.cli", "run", "--scenario", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 2 and out.stdout == ""
+    assert f"{path}: plan[2].speed_kmh: must be >= 5" in out.stderr
+    assert "Traceback" not in out.stderr
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "simulator.cli",
+            "run",
+            "--scenario",
+            "cold_start",
+            "--time-scale",
+            "600",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 2 and "between 1 and 60" in out.stderr
