@@ -1,0 +1,374 @@
+"""The daemon as systemd runs it: a real NOTIFY_SOCKET, signals, mosquitto, the ignition line."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from simulator.ignition import IgnitionLine
+from tests.broker import Mosquitto
+from tests.listener import Listener, Received
+
+REPO = Path(__file__).resolve().parents[2]
+DEVICE = "van-d1"
+
+
+class NotifySocket:
+    """A datagram socket bound like systemd's, collecting every notification with its time."""
+
+    def __init__(self) -> None:
+        self.name = f"@telematics-test-{uuid.uuid4().hex}"
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind("\0" + self.name[1:])
+        self._sock.settimeout(0.2)
+        self.received: list[tuple[float, str]] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._closed:
+            try:
+                data = self._sock.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self._cond:
+                self.received.append((time.monotonic(), data.decode()))
+                self._cond.notify_all()
+
+    def wait_for(self, pred: Callable[[list[tuple[float, str]]], bool], timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while not pred(self.received):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return True
+
+    def times(self, state: str, after: float = 0.0, before: float = float("inf")) -> list[float]:
+        with self._cond:
+            return [t for t, m in self.received if state in m.split("\n") and after <= t < before]
+
+    def lines(self, prefix: str) -> list[str]:
+        with self._cond:
+            return [
+                line for _, m in self.received for line in m.split("\n") if line.startswith(prefix)
+            ]
+
+    def close(self) -> None:
+        self._closed = True
+        self._thread.join(2.0)
+        self._sock.close()
+
+
+class AgentProcess:
+    """``python -m agent.cli run --config F`` as a child process, as systemd would start it."""
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        broker: Mosquitto,
+        *,
+        extra_toml: str = "",
+        env: dict[str, str] | None = None,
+        watchdog_usec: int | None = None,
+        line_file: Path | None = None,
+        debounce_s: float = 0.2,
+    ) -> None:
+        self.state_dir = tmp_path / "state"
+        self.config = tmp_path / "agent.toml"
+        self.stderr_path = tmp_path / "agent.stderr"
+        ignition = (
+            f'[ignition]\nbackend = "simulated"\nline_file = "{line_file}"\n'
+            f"debounce_s = {debounce_s}\n"
+            if line_file is not None
+            else ""
+        )
+        self.config.write_text(
+            f'[agent]\nstate_dir = "{self.state_dir}"\n'
+            f'[device]\nid = "{DEVICE}"\n'
+            f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
+            "backoff_min_s = 0.1\nbackoff_max_s = 0.5\n"
+            "[gnss]\nenabled = false\n[obd]\nenabled = false\n" + ignition + extra_toml
+        )
+        self.notify = NotifySocket()
+        full_env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")
+        }
+        full_env.update(NOTIFY_SOCKET=self.notify.name, PYTHONUNBUFFERED="1", **(env or {}))
+        if watchdog_usec is not None:
+            full_env["WATCHDOG_USEC"] = str(watchdog_usec)
+        self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "agent.cli", "run", "--config", str(self.config)],
+            cwd=REPO,
+            env=full_env,
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
+        )
+
+    def wait_ready(self, timeout_s: float = 20.0) -> None:
+        ok = self.notify.wait_for(lambda r: any("READY=1" in m for _, m in r), timeout_s)
+        assert ok, f"no READY=1 within {timeout_s} s; stderr:\n{self.stderr()}"
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def terminate(self, timeout_s: float = 5.0) -> tuple[int, float]:
+        """SIGTERM; returns (exit status, seconds taken)."""
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            why = f"no exit within {timeout_s} s; stderr:\n{self.stderr()}"
+            raise AssertionError(why) from None
+        return rc, time.monotonic() - started
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.notify.close()
+        self._stderr.close()
+
+    def status(self) -> dict[str, Any]:
+        return dict(json.loads((self.state_dir / "status.json").read_text()))
+
+
+def _topic(suffix: str) -> str:
+    return f"fleet/v1/{DEVICE}/{suffix}"
+
+
+def _payloads(messages: list[Received], suffix: str) -> list[dict[str, Any]]:
+    return [m.json() for m in messages if m.topic == _topic(suffix)]
+
+
+@pytest.fixture
+def agent_factory(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> Any:
+    started: list[AgentProcess] = []
+
+    def make(**kw: Any) -> AgentProcess:
+        a = AgentProcess(tmp_path, mosquitto, **kw)
+        started.append(a)
+        return a
+
+    yield make
+    for a in started:
+        a.stop()
+
+
+def test_ready_status_watchdog_then_clean_stop(
+    agent_factory: Any, listener: Listener, mosquitto: Mosquitto
+) -> None:
+    agent = agent_factory(watchdog_usec=2_000_000)  # ping every 1 s
+    agent.wait_ready()
+    assert agent.notify.wait_for(lambda r: len(agent.notify.times("WATCHDOG=1")) >= 3, 10.0)
+    pings = agent.notify.times("WATCHDOG=1")
+    gaps = [b - a for a, b in itertools.pairwise(pings)]
+    assert all(0.5 < g < 1.8 for g in gaps), gaps
+    assert listener.wait_for(
+        lambda ms: any(p.get("online") for p in _payloads(ms, "state")), 10.0
+    ), "birth published"
+    assert agent.notify.wait_for(lambda r: bool(agent.notify.lines("STATUS=")), 5.0)
+    status_line = agent.notify.lines("STATUS=")[-1]
+    assert "spool" in status_line and "broker" in status_line and "fix" in status_line
+
+    rc, took = agent.terminate()
+    assert rc == 0
+    assert took < 5.0, took
+    assert agent.notify.times("STOPPING=1"), "STOPPING=1 before exit"
+    assert listener.wait_for(
+        lambda ms: any(p.get("online") is False for p in _payloads(ms, "state")), 5.0
+    ), "offline state published"
+    # A subscriber arriving later gets the retained state: offline.
+    late = Listener(mosquitto.host, mosquitto.port, _topic("state"))
+    try:
+        assert late.wait_for(lambda ms: bool(ms), 5.0)
+        assert late.messages[-1].retain and late.messages[-1].json()["online"] is False
+    finally:
+        late.close()
+    assert agent.status()["state"] == "stopped"
+
+
+def test_watchdog_pings_stop_when_the_pipeline_stalls(
+    agent_factory: Any, listener: Listener
+) -> None:
+    # WATCHDOG_USEC 6 s: pings every 3 s, a stage without progress for 3 s is stalled.
+    agent = agent_factory(watchdog_usec=6_000_000, env={"TELEMATICS_TEST_HOOKS": "1"})
+    agent.wait_ready()
+    assert agent.notify.wait_for(lambda r: len(agent.notify.times("WATCHDOG=1")) >= 2, 10.0)
+    stalled_at = time.monotonic()
+    agent.signal(signal.SIGUSR2)
+    # Allow the stall to be noticed (3 s) plus one loop turn, then watch a window of 6 s:
+    # healthy, that window would hold two pings.
+    time.sleep(4.0)
+    window_start = time.monotonic()
+    time.sleep(6.0)
+    assert agent.notify.times("WATCHDOG=1", after=window_start) == []
+    assert agent.notify.times("WATCHDOG=1", after=stalled_at - 10.0), "pinged before the stall"
+    assert "stalled: ['pipeline']; withholding the watchdog" in agent.stderr()
+    status = agent.status()
+    assert status["stages"]["pipeline"]["ok"] is False
+    assert status["stages"]["publisher"]["ok"] is True
+    rc, took = agent.terminate()
+    assert rc == 0 and took < 5.0, "a stalled agent still stops in time"
+
+
+def test_stall_hook_is_off_without_the_environment_variable(agent_factory: Any) -> None:
+    agent = agent_factory()
+    agent.wait_ready()
+    agent.signal(signal.SIGUSR2)  # default action: the process dies (no hook installed)
+    assert agent.proc.wait(5) == -signal.SIGUSR2
+
+
+def test_ignition_cycles_drive_events_and_the_parked_state(
+    agent_factory: Any, listener: Listener, tmp_path: Path
+) -> None:
+    line = IgnitionLine(tmp_path / "ignition")
+    line.set(True)
+    agent = agent_factory(line_file=line.path)
+    agent.wait_ready()
+
+    def events(kind: str) -> Callable[[list[Received]], int]:
+        return lambda ms: len(_payloads(ms, f"event/{kind}"))
+
+    assert listener.wait_for(lambda ms: events("ignition_on")(ms) == 1, 10.0)
+    assert listener.wait_for(
+        lambda ms: any(p.get("parked") is False for p in _payloads(ms, "state")), 5.0
+    )
+    for cycle in range(2):
+        line.set(False)
+        assert listener.wait_for(lambda ms, c=cycle: events("ignition_off")(ms) == c + 1, 10.0)
+        assert listener.wait_for(
+            lambda ms: _payloads(ms, "state")[-1].get("parked") is True, 5.0
+        ), "parked state published"
+        assert listener.wait_for(
+            lambda ms: any(p.get("parked") is True for p in _payloads(ms, "health")), 5.0
+        ), "parked in health"
+        assert _wait(lambda: _safe_status(agent).get("parked") is True, 5.0), "status file"
+        line.set(True)
+        assert listener.wait_for(lambda ms, c=cycle: events("ignition_on")(ms) == c + 2, 10.0)
+        assert listener.wait_for(
+            lambda ms: _payloads(ms, "state")[-1].get("parked") is False, 5.0
+        )
+    off = _payloads(listener.messages, "event/ignition_off")[0]
+    assert off["data"]["source"] == "gpio"
+    seqs = [p["seq"] for p in _payloads(listener.messages, "event/ignition_on")]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 3
+
+
+def test_power_hold_is_released_after_ignition_off_and_flush(
+    agent_factory: Any, tmp_path: Path
+) -> None:
+    line = IgnitionLine(tmp_path / "ignition")
+    line.set(True)
+    hold = tmp_path / "gpio5.out"
+    agent = agent_factory(
+        line_file=line.path,
+        extra_toml="power_hold_pin = 5\npower_hold_release_s = 0.5\n",
+    )
+    agent.wait_ready()
+
+    def wait_level(level: str, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if hold.exists() and hold.read_text() == level:
+                return True
+            time.sleep(0.05)
+        return False
+
+    assert wait_level("1\n", 10.0), "held while the ignition is on"
+    line.set(False)
+    assert wait_level("0\n", 10.0), "released once flushed and the delay passed"
+    line.set(True)
+    assert wait_level("1\n", 10.0), "held again at the next ignition on"
+
+
+def test_health_records_carry_the_documented_fields(
+    agent_factory: Any, listener: Listener
+) -> None:
+    agent = agent_factory(extra_toml="[health]\ninterval_s = 5.0\n")
+    agent.wait_ready()
+    assert listener.wait_for(lambda ms: len(_payloads(ms, "health")) >= 2, 15.0)
+    h = _payloads(listener.messages, "health")[-1]
+    assert h["schema"] == "health/1" and h["device_id"] == DEVICE
+    for key in ("seq", "ts", "time_source", "boot_id", "uptime_s", "config_hash", "versions"):
+        assert key in h, key
+    assert {"depth"} <= set(h["spool"])
+    assert {"connected", "reconnects", "bytes_sent"} <= set(h["mqtt"])
+    assert {"disk_free_bytes", "rss_bytes"} <= set(h["system"])
+    assert h["system"]["rss_bytes"] > 1_000_000
+    assert set(h["stages"]) == {"pipeline", "publisher"}
+
+
+def test_sighup_reloads_good_config_and_keeps_the_old_on_error(
+    agent_factory: Any, listener: Listener
+) -> None:
+    agent = agent_factory()
+    agent.wait_ready()
+    original = agent.config.read_text()
+    deadline = time.monotonic() + 10
+    while "config_hash" not in _safe_status(agent) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    hash0 = agent.status()["config_hash"]
+
+    agent.config.write_text(original + "[report]\nmoving_interval_sec = 5.0\n")
+    agent.signal(signal.SIGHUP)
+    assert _wait(lambda: "reload refused" in agent.stderr(), 10.0)
+    assert "'report.moving_interval_sec': unknown key" in agent.stderr()
+    assert str(agent.config) in agent.stderr()
+
+    agent.config.write_text(original + "[report]\nmoving_interval_s = 5.0\n")
+    agent.signal(signal.SIGHUP)
+    assert _wait(lambda: _safe_status(agent).get("config_hash") not in (None, hash0), 10.0)
+    assert agent.proc.poll() is None
+
+    agent.config.write_text(original.replace("backoff_max_s = 0.5", "backoff_max_s = 0.7"))
+    agent.signal(signal.SIGHUP)
+    assert _wait(lambda: "take effect only after a restart" in agent.stderr(), 10.0)
+    assert "mqtt" in agent.stderr().split("take effect only after a restart")[0].splitlines()[-1]
+    rc, _ = agent.terminate()
+    assert rc == 0
+
+
+def _safe_status(agent: AgentProcess) -> dict[str, Any]:
+    try:
+        return agent.status()
+    except (OSError, ValueError):
+        return {}
+
+
+def _wait(pred: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return pred()
