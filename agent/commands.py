@@ -104,7 +104,7 @@ class CommandProcessor:
         clock: Callable[[], float],
         overrides: Overrides,
         *,
-        confirm_s: float = 10.0,
+        confirm_s: float | None = None,
         rate_per_s: float = 2.0,
         burst: int = 10,
     ) -> None:
@@ -114,7 +114,7 @@ class CommandProcessor:
         self._submit = submit
         self._clock = clock
         self.overrides = overrides
-        self.confirm_s = confirm_s
+        self._confirm_s = confirm_s  # None: the configuration's health.confirm_s
         self._bucket = TokenBucket(rate_per_s, burst)
         self._validators = {n: Validator.from_file(SCHEMA_DIR / f"cmd_{n}.json") for n in NAMES}
         self._pending: PendingChange | None = None
@@ -251,15 +251,14 @@ class CommandProcessor:
         except OSError as exc:
             self.host.apply_config(old)
             raise CommandError(f"cannot persist the change ({exc}); rolled back") from None
+        confirm_s = new.health.confirm_s if self._confirm_s is None else self._confirm_s
         logger.info(
-            "remote configuration change %s applied (%s); confirming for %.0f s",
+            "remote configuration change %s applied (%s); confirming for %.1f s",
             request_id,
             ", ".join(sorted(changes)),
-            self.confirm_s,
+            confirm_s,
         )
-        self._pending = PendingChange(
-            request_id, old, old_overrides, time.monotonic() + self.confirm_s
-        )
+        self._pending = PendingChange(request_id, old, old_overrides, time.monotonic() + confirm_s)
 
     def _rollback(self, pending: PendingChange, why: str) -> None:
         self._pending = None

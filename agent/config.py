@@ -413,6 +413,12 @@ class DetectSection:
 @dataclass(frozen=True, slots=True)
 class HealthSection:
     interval_s: float = _opt(300.0, "publish a health record this often", min=5.0, max=86400.0)
+    confirm_s: float = _opt(
+        30.0,
+        "after a remote set_config the agent must stay healthy this long, else it is rolled back",
+        min=0.5,
+        max=3600.0,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,7 +71,6 @@ class Daemon:
         cfg: Config,
         *,
         clock: Clock | None = None,
-        command_confirm_s: float = 10.0,
     ) -> None:
         self.state_dir = Path(cfg.agent.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -111,7 +110,6 @@ class Daemon:
             self.pipeline.submit,
             self.clock.monotonic,
             self.overrides,
-            confirm_s=command_confirm_s,
         )
         self.notifier = Notifier()
         watchdog_s = self.notifier.watchdog_timeout_s
