@@ -20,12 +20,15 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TypeVar
 
 from drivers.samples import FixMode, FixQuality, GNSSFix
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 MAX_LINE_BYTES = 240
 """NMEA 0183 allows 82 characters, but proprietary sentences run longer (MediaTek's $PMTKCHN is
@@ -488,6 +491,7 @@ class NMEADecoder:
             return Epoch(ts, None, reason or NoFixReason.REJECTED_VALUE)
         lat = lon = alt_m = speed_mps = course_deg = hdop = pdop = None
         sats: int | None = None
+        soft = self._soft  # optional values: a rejected one is counted and becomes None
         quality: FixQuality | None = None
         gsa_mode = 0
         try:
@@ -498,9 +502,9 @@ class NMEADecoder:
                     reason = NoFixReason.RMC_MODE_N
                 lat = _parse_coord(rmc[3], rmc[4], 90)
                 lon = _parse_coord(rmc[5], rmc[6], 180)
-                knots = _opt_float(rmc[7], 0.0, MAX_SPEED_MPS / KNOTS_TO_MPS)
+                knots = soft(_opt_float, rmc[7], 0.0, MAX_SPEED_MPS / KNOTS_TO_MPS)
                 speed_mps = None if knots is None else knots * KNOTS_TO_MPS
-                course_deg = _course(rmc[8])
+                course_deg = soft(_course, rmc[8])
             if gga is not None:
                 if len(gga) < 10:
                     raise _RejectedValueError("short GGA")
@@ -513,30 +517,30 @@ class NMEADecoder:
                 g_lon = _parse_coord(gga[4], gga[5], 180)
                 if g_lat is not None and g_lon is not None:
                     lat, lon = g_lat, g_lon
-                sats = _opt_int(gga[7], 0, 99)
-                hdop = _opt_float(gga[8], 0.0, MAX_DOP)
-                alt_m = _opt_float(gga[9], MIN_ALT_M, MAX_ALT_M)
+                sats = soft(_opt_int, gga[7], 0, 99)
+                hdop = soft(_opt_float, gga[8], 0.0, MAX_DOP)
+                alt_m = soft(_opt_float, gga[9], MIN_ALT_M, MAX_ALT_M)
             for g in gsa:
-                if len(g) < 17:
-                    raise _RejectedValueError("short GSA")
-                mode = _opt_int(g[2], 1, 3) or 1
+                mode = soft(_opt_int, g[2], 1, 3) if len(g) >= 17 else None
+                if mode is None:
+                    continue  # a mangled GSA tells nothing; RMC and GGA still decide
                 gsa_mode = max(gsa_mode, mode)
                 if pdop is None:
-                    pdop = _opt_float(g[15], 0.0, MAX_DOP)
+                    pdop = soft(_opt_float, g[15], 0.0, MAX_DOP)
                 if hdop is None:
-                    hdop = _opt_float(g[16], 0.0, MAX_DOP)
+                    hdop = soft(_opt_float, g[16], 0.0, MAX_DOP)
             if gsa and gsa_mode == 1:
                 reason = reason or NoFixReason.GSA_NO_FIX
             # GGA's count covers one constellation on some receivers and stops at 12 on
             # u-blox; the GSA lists name every satellite of the combined solution.
-            used = sum(1 for g in gsa for prn in g[3:15] if prn)
+            used = sum(1 for g in gsa if len(g) >= 17 for prn in g[3:15] if prn)
             if used:
                 sats = used
             if vtg is not None and len(vtg) >= 8:
                 if course_deg is None:
-                    course_deg = _course(vtg[1])
+                    course_deg = soft(_course, vtg[1])
                 if speed_mps is None:
-                    kmh = _opt_float(vtg[7], 0.0, MAX_SPEED_MPS * 3.6)
+                    kmh = soft(_opt_float, vtg[7], 0.0, MAX_SPEED_MPS * 3.6)
                     speed_mps = None if kmh is None else kmh / 3.6
         except _RejectedValueError:
             self._stats["rejected_values"] += 1
@@ -571,6 +575,13 @@ class NMEADecoder:
             sats_in_view=sum(in_view.values()) if in_view else None,
         )
         return Epoch(ts, fix, None, utc)
+
+    def _soft(self, parse: Callable[..., _T | None], *args: object) -> _T | None:
+        try:
+            return parse(*args)
+        except _RejectedValueError:
+            self._stats["rejected_values"] += 1
+            return None
 
     def _utc(self, tod_ms: int, rmc: list[str] | None) -> dt.datetime | None:
         """The epoch's UTC from RMC's date, or the last known date for GGA-only receivers."""

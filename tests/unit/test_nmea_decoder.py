@@ -52,17 +52,41 @@ def test_full_epoch() -> None:
         (RMC.replace("4807.038,N", "4860.000,N"), "60 minutes"),
         (RMC.replace("01131.000,E", "18131.000,E"), "longitude over 180"),
         (RMC.replace("4807.038,N", "4807.038,X"), "hemisphere"),
-        (RMC.replace(",022.4,", ",-1.0,"), "negative speed"),
-        (RMC.replace(",084.4,", ",361.0,"), "course over 360"),
         (RMC.replace("230324", "320324"), "day 32"),
         (RMC.replace("123519.00", "126019.00"), "minute 60"),
-        (RMC.replace(",022.4,", ",nan,"), "NaN speed"),
     ],
 )
-def test_out_of_range_is_rejected_not_clamped(body: str, bad: str) -> None:
+def test_out_of_range_position_or_time_is_no_fix(body: str, bad: str) -> None:
     epochs, stats = run(frame(body))
     assert [e.fix for e in epochs] in ([None], []), bad  # type: ignore[attr-defined]
     assert stats["rejected_values"] == 1, bad
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (RMC.replace(",022.4,", ",-1.0,"), "speed_mps"),
+        (RMC.replace(",022.4,", ",nan,"), "speed_mps"),
+        (RMC.replace(",022.4,", ",9999.0,"), "speed_mps"),
+        (RMC.replace(",084.4,", ",361.0,"), "course_deg"),
+        (GGA.replace(",545.4,", ",99999.0,"), "alt_m"),
+        (GGA.replace(",0.9,", ",-0.9,"), "hdop"),
+        (GGA.replace(",08,", ",x8,"), "sats"),
+    ],
+)
+def test_out_of_range_optional_value_is_rejected_not_clamped(body: str, field: str) -> None:
+    other = GGA if body.startswith("GPRMC") else RMC
+    epochs, stats = run(frame(body) + frame(other))
+    fix = epochs[0].fix  # type: ignore[attr-defined]
+    assert fix is not None and getattr(fix, field) is None
+    assert stats["rejected_values"] == 1
+
+
+def test_mangled_gsa_is_ignored_not_fatal() -> None:
+    epochs, stats = run(frame(RMC) + frame(GGA) + frame("GPGSA,A,9,01,02"))
+    assert epochs[0].fix is not None  # type: ignore[attr-defined]
+    assert epochs[0].fix.mode is FixMode.FIX_3D  # type: ignore[attr-defined]
+    assert stats["sentences_ok"] == 3
 
 
 def test_stale_coordinates_in_a_void_rmc_are_no_fix() -> None:

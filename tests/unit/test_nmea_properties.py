@@ -88,7 +88,7 @@ def decode_all(data: bytes, decoder: NMEADecoder | None = None) -> list[GNSSFix 
     return [e.fix if e.fix is not None else str(e.reason) for e in epochs]
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=2000))
 def test_arbitrary_bytes_never_raise(data: bytes) -> None:
     decoder = NMEADecoder()
@@ -98,7 +98,7 @@ def test_arbitrary_bytes_never_raise(data: bytes) -> None:
     assert all(v >= 0 for v in stats.values())
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(
     st.lists(
         st.sampled_from(
@@ -128,7 +128,7 @@ def test_nmea_shaped_junk_never_raises(parts: list[bytes]) -> None:
     decoder.flush()
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(truths)
 def test_valid_sentences_decode_to_what_was_encoded(t: Truth) -> None:
     fixes = decode_all(encode(t))
@@ -149,7 +149,7 @@ def test_valid_sentences_decode_to_what_was_encoded(t: Truth) -> None:
         assert fix.alt_m is None
 
 
-@settings(max_examples=100)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(truths, min_size=2, max_size=6), st.data())
 def test_any_split_gives_the_same_fixes(ts: list[Truth], data: st.DataObject) -> None:
     # Distinct, increasing instants as a receiver sends them.
@@ -172,6 +172,7 @@ def _fields(t: Truth) -> dict[str, object]:
     return {name: getattr(t, name) for name in Truth.__slots__}  # type: ignore[attr-defined]
 
 
+@settings(deadline=None)
 @given(truths)
 def test_receiver_saying_no_fix_is_never_a_fix(t: Truth) -> None:
     void = Truth(**{**_fields(t), "rmc_status": "V"})
