@@ -161,7 +161,7 @@ def test_tmpfiles_create_directories_with_service_owners(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     expected = {
         "etc/telematics-agent": (0, 990, 0o750),
-        "etc/telematics-agent/tls": (0, 990, 0o750),
+        "etc/telematics-agent/tls": (990, 990, 0o750),
         "var/lib/telematics-agent": (990, 990, 0o750),
     }
     for rel, (uid, gid, mode) in expected.items():
