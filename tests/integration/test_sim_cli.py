@@ -271,3 +271,27 @@ def test_bad_scenario_exits_2_naming_file_and_key(tmp_path: Path) -> None:
         timeout=30,
     )
     assert out.returncode == 2 and "between 1 and 60" in out.stderr
+
+
+def test_python_obd_reads_the_live_van_through_run(sim: list[subprocess.Popen[str]]) -> None:
+    """Unmodified python-obd on the run's obd0: values are the model's during warm-up idling."""
+    import obd  # the real library, over the real pseudo-terminal
+
+    model = VehicleModel(load_scenario("cold_start"))
+    idle = model.state_at(50.0)  # idling from 10 s to 100 s simulated: 2..20 s real at x5
+    assert idle.engine_running and idle.speed_kmh == 0.0
+    _, info = _start(sim, "--scenario", "cold_start", "--time-scale", "5")
+    time.sleep(2.5)
+    connection = obd.OBD(info["obd"], fast=False, timeout=2)
+    try:
+        assert connection.status() == obd.OBDStatus.CAR_CONNECTED
+        assert connection.query(obd.commands.RPM).value.magnitude == pytest.approx(idle.rpm, abs=1)
+        assert connection.query(obd.commands.SPEED).value.magnitude == 0
+        fuel = connection.query(obd.commands.FUEL_RATE).value.magnitude
+        assert fuel == pytest.approx(idle.fuel_rate_lph, abs=0.06)
+        volts = connection.query(obd.commands.ELM_VOLTAGE).value.magnitude
+        assert volts == pytest.approx(idle.battery_v, abs=0.1)
+        maf = connection.query(obd.commands.MAF).value.magnitude
+        assert maf == pytest.approx(idle.maf_gps, abs=0.5)
+    finally:
+        connection.close()
