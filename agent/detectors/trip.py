@@ -120,8 +120,11 @@ class TripDetector:
         else:
             self._moving_since = None
             start = None
+        # Displacement counts only when no speed is known at all: a known speed (OBD at zero)
+        # outranks positions, which multipath can throw 100 m while the van stands still.
         if (
             start is None
+            and speed is None
             and self._anchor is not None
             and pos is not None
             and m.fix_good
