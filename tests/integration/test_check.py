@@ -179,12 +179,6 @@ def test_everything_passes_against_the_simulator_and_a_tls_broker(
     finally:
         listener.close()
 
-    # The human-readable form of the same run.
-    proc = agent_cli("check", "--config", str(config), "--timeout", str(TIMEOUT_S))
-    assert proc.returncode == 0, proc.stdout
-    assert "result: OK: 0 failed" in proc.stdout
-    assert "PASS  broker" in proc.stdout
-
 
 @pytest.fixture
 def faulty_sim(tmp_path: Path) -> Iterator[Sim]:
@@ -318,11 +312,21 @@ def test_broker_refuses_authentication(tmp_path: Path) -> None:
                        extra_conf=f"listener {port} 127.0.0.1\nallow_anonymous false\n")
     broker.start()
     try:
-        item = _broker_item(_config(tmp_path, mqtt={"host": "127.0.0.1", "port": port}))
+        config = _config(tmp_path, mqtt={"host": "127.0.0.1", "port": port})
+        item = _broker_item(config)
+        # The same run as a technician reads it: one line per item, hints under failures.
+        text = agent_cli("check", "--config", str(config), "--timeout", "2")
     finally:
         broker.stop()
     assert "refused the connection" in item["detail"], item
     assert "authentication" in item["hint"]
+    assert text.returncode == 1
+    lines = text.stdout.splitlines()
+    failed = next(i for i, line in enumerate(lines) if line.split()[:2] == ["FAIL", "broker"])
+    assert "refused the connection" in lines[failed]
+    assert lines[failed + 1].strip().startswith("hint: ")
+    assert any(line.split()[:2] == ["PASS", "config"] for line in lines)
+    assert lines[-1].startswith("result: FAIL: 1 failed")
 
 
 def test_broker_host_that_does_not_resolve(tmp_path: Path) -> None:
