@@ -219,6 +219,7 @@ class NMEADecoder:
         self._pending: _Pending | None = None
         self._floating: list[_Sentence] = []
         self._last_emitted_tod: int | None = None
+        self._last_emitted_ts: float | None = None
         self._ender: str = ""  # learned kind of the last timed sentence of an epoch
         self._ender_candidate: str = ""
         self._date: dt.date | None = None
@@ -414,6 +415,14 @@ class NMEADecoder:
                     self._ender_candidate = ""
                 keep, carry = self._split_floating(pending, s.ts_mono)
                 out.append(self._close(pending, keep))
+            elif self._ender and self._floating and self._last_emitted_ts is not None:
+                # Sentences came after the epoch was emitted at its learned ender, so the
+                # ender was wrong. Those that arrived with that burst are too late to join it.
+                self._ender = ""
+                last_ts = self._last_emitted_ts
+                late = [f for f in self._floating if f.ts_mono - last_ts < s.ts_mono - f.ts_mono]
+                self._stats["late_sentences"] += len(late)
+                carry = self._floating[len(late) :]
             else:
                 carry = self._floating
             self._floating = []
@@ -453,6 +462,7 @@ class NMEADecoder:
 
     def _close(self, pending: _Pending, extra: list[_Sentence]) -> Epoch:
         self._last_emitted_tod = pending.tod_ms
+        self._last_emitted_ts = pending.ts_last
         self._stats["epochs"] += 1
         epoch = self._build(pending, [*pending.sentences, *extra])
         if epoch.fix is not None:

@@ -199,3 +199,20 @@ def test_learned_epoch_ender_emits_without_waiting_for_the_next_epoch() -> None:
     # every epoch comes out at its own RMC.
     assert out[-2:] == [1, 1]
     assert decoder.stats()["fixes"] == 5
+
+
+def test_sentences_after_a_learned_ender_unlearn_it() -> None:
+    # 10 Hz receiver: RMC, GGA every epoch; GSA only once a second, after GGA.
+    decoder = NMEADecoder()
+    fixes = []
+    for n in range(12):
+        t = f"1235{19 + n // 10:02d}.{n % 10}0"
+        burst = frame(RMC.replace("123519.00", t)) + frame(GGA.replace("123519.00", t))
+        if n == 5:
+            burst += frame(GSA.replace("A,3,", "A,2,"))
+        fixes += [e.fix for e in decoder.feed(burst, n * 0.1)]
+    fixes += [e.fix for e in decoder.flush()]
+    assert len(fixes) == 12 and all(f is not None for f in fixes)
+    # The GSA that trailed epoch 5 (emitted early at GGA) is not pinned on epoch 6.
+    assert [f.mode for f in fixes].count(FixMode.FIX_2D) == 0  # type: ignore[union-attr]
+    assert decoder.stats()["late_sentences"] == 1
