@@ -79,8 +79,9 @@ def _print_text(record: dict[str, Any], out: TextIO) -> None:
         print("  ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
                         for k, v in record.items()), file=out)
     elif kind == "dtc":
-        print(f"trouble codes:  stored {record['stored'] or 'none'}, "
-              f"pending {record['pending'] or 'none'}", file=out)
+        stored = ", ".join(record["stored"]) or "none"
+        pending = ", ".join(record["pending"]) or "none"
+        print(f"trouble codes:  stored {stored}; pending {pending}", file=out)
     elif kind == "link":
         print(f"adapter {record['state']}: {record['reason']}", file=out)
 

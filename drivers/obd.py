@@ -635,16 +635,19 @@ class OBDReader:
             self._probe()
             return
         if querying and session.supported:
-            for group in self._groups:
-                if now >= session.due.get(group.name, 0.0):
-                    session.due[group.name] = max(
-                        now, session.due.get(group.name, now) + group.interval_s
-                    )
-                    self._poll(session, group)
-                    return
-            if now >= session.due.get("dtc", 0.0):
+            # The most overdue task goes first, so a fast group cannot starve the others (or
+            # the trouble codes) when the adapter is slower than the plan asks for.
+            tasks = [(session.due.get(g.name, 0.0), i) for i, g in enumerate(self._groups)]
+            tasks.append((session.due.get("dtc", now + self.settings.dtc_interval_s), -1))
+            due, index = min(tasks)
+            if now >= due and index < 0:
                 session.due["dtc"] = now + self.settings.dtc_interval_s
                 self._read_dtcs()
+                return
+            if now >= due:
+                group = self._groups[index]
+                session.due[group.name] = max(now, due + group.interval_s)
+                self._poll(session, group)
                 return
         waits = [t for k, t in session.due.items() if querying or k == "voltage"]
         delay = min([*waits, now + 0.1]) - now
