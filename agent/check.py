@@ -322,6 +322,7 @@ def probe_obd(cfg: agent_config.Config, timeout_s: float) -> list[CheckResult]:
 
 
 def probe_ignition(cfg: agent_config.Config, timeout_s: float) -> list[CheckResult]:
+    """Read the ignition sense line once through the configured GPIO backend."""
     ig = cfg.ignition
     if ig.backend == "none":
         return [CheckResult(
@@ -330,64 +331,58 @@ def probe_ignition(cfg: agent_config.Config, timeout_s: float) -> list[CheckResu
             "adapter voltage instead",
             "wire the ignition sense to a GPIO and set ignition.backend for exact trip starts",
         )]
-    if ig.backend == "simulated":
-        try:
-            text = Path(ig.line_file).read_text(encoding="ascii").strip()
-        except (OSError, UnicodeDecodeError) as exc:
+    try:
+        from drivers.errors import DriverError
+        from drivers.gpio import GPIOLibraryError, GPIOSettings, open_backend
+    except ImportError as exc:
+        return [CheckResult(
+            "ignition", Status.SKIP, f"this build has no GPIO driver ({exc})",
+            "measure the ignition sense with a multimeter (docs/technician-guide.md)",
+        )]
+    where = (f"simulated line {ig.line_file}" if ig.backend == "simulated"
+             else f"GPIO {ig.pin} ({ig.backend}, {ig.chip})" if ig.backend == "gpiod"
+             else f"GPIO {ig.pin} ({ig.backend})")
+    # Inputs only: the power-hold and LED outputs stay untouched (-1), since driving the
+    # power-hold line low from a self-test could cut the Pi's own power.
+    settings = GPIOSettings(backend=ig.backend, pin=ig.pin, chip=ig.chip,
+                            line_file=ig.line_file, active_low=ig.active_low)
+    try:
+        backend = open_backend(settings)
+    except GPIOLibraryError as exc:
+        return [CheckResult("ignition", Status.FAIL, f"{where}: {exc}",
+                            "install the GPIO library named above, or pick the other backend "
+                            "(rpigpio on a Pi 1-4, gpiod on every model)")]
+    except (DriverError, OSError, ValueError, RuntimeError) as exc:
+        if ig.backend == "gpiod" and not os.path.exists(ig.chip):
             return [CheckResult(
-                "ignition", Status.FAIL,
-                f"cannot read the simulated ignition line {ig.line_file!r}: "
-                f"{getattr(exc, 'strerror', None) or exc}",
-                "start the simulator, or set ignition.line_file",
+                "ignition", Status.FAIL, f"no GPIO chip {ig.chip}",
+                "list the chips with `ls /dev/gpiochip*` and set ignition.chip (the 40-pin "
+                "header is gpiochip0, or gpiochip4 on a Pi 5 with an older kernel)",
             )]
-        if text not in ("0", "1"):
-            return [CheckResult("ignition", Status.FAIL,
-                                f"{ig.line_file}: line value must be 0 or 1, got {text[:20]!r}",
-                                "the simulator writes 0 or 1")]
-        return [_ignition_level(int(text), ig.active_low, f"simulated line {ig.line_file}")]
-    return _probe_gpio(cfg)
-
-
-def _ignition_level(level: int, active_low: bool, where: str) -> CheckResult:
-    on = bool(level) != active_low
+        return [CheckResult(
+            "ignition", Status.FAIL, f"cannot open {where}: {exc}",
+            "is the agent running and holding the line (`systemctl stop telematics-agent`)? "
+            "is the service user in group gpio? ignition.pin is the BCM number, not the "
+            "header pin",
+        )]
+    try:
+        level = backend.read(ig.pin)
+    except (DriverError, OSError, ValueError, RuntimeError) as exc:
+        return [CheckResult("ignition", Status.FAIL, f"cannot read the ignition line: {exc}",
+                            "start the simulator, or set ignition.line_file"
+                            if ig.backend == "simulated" else
+                            "check the chip (ignition.chip) and pin (ignition.pin)")]
+    finally:
+        backend.close()
+    on = bool(level) != ig.active_low
     detail = f"{where}: level {'high' if level else 'low'}, ignition {'ON' if on else 'OFF'}"
     if on:
-        return CheckResult("ignition", Status.PASS, detail)
-    return CheckResult(
+        return [CheckResult("ignition", Status.PASS, detail)]
+    return [CheckResult(
         "ignition", Status.PASS, detail,
         "if the key is on and this says OFF: check the optocoupler or divider wiring, the pin "
         "number and ignition.active_low (docs/technician-guide.md)",
-    )
-
-
-def _probe_gpio(cfg: agent_config.Config) -> list[CheckResult]:
-    ig = cfg.ignition
-    import importlib
-
-    try:
-        gpio: Any = importlib.import_module("drivers.gpio")
-    except ImportError as exc:
-        return [CheckResult(
-            "ignition", Status.SKIP,
-            f"cannot read GPIO here: the {ig.backend} backend is not available ({exc})",
-            "measure the ignition sense with a multimeter (docs/technician-guide.md)",
-        )]
-    read_level: Callable[..., int] | None = getattr(gpio, "read_level", None)
-    if read_level is None:
-        return [CheckResult(
-            "ignition", Status.SKIP,
-            f"this build's GPIO driver cannot read a single level ({ig.backend})",
-            "measure the ignition sense with a multimeter (docs/technician-guide.md)",
-        )]
-    try:
-        level = int(read_level(ig.backend, ig.pin, ig.chip))
-    except Exception as exc:  # GPIO libraries raise anything: report it, never crash
-        return [CheckResult(
-            "ignition", Status.FAIL, f"cannot read GPIO {ig.pin} ({ig.backend}): {exc}",
-            "is the agent running and holding the line (`systemctl stop telematics-agent`)? "
-            "is the service user in group gpio? is ignition.pin the BCM number?",
-        )]
-    return [_ignition_level(level, ig.active_low, f"GPIO {ig.pin} ({ig.backend})")]
+    )]
 
 
 # --- broker -----------------------------------------------------------------------------------

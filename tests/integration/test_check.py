@@ -380,6 +380,16 @@ def test_ignition_line_levels(tmp_path: Path) -> None:
     assert ig["status"] == "fail" and "cannot read" in ig["detail"]
 
 
+def test_ignition_gpio_chip_that_does_not_exist(tmp_path: Path) -> None:
+    config = _config(
+        tmp_path, ignition={"backend": "gpiod", "chip": str(tmp_path / "gpiochip9"), "pin": 17},
+        mqtt={"port": free_port()},
+    )
+    ig = items(check_json(config, timeout_s=1.0)[1])["ignition"]
+    assert ig["status"] == "fail" and "no GPIO chip" in ig["detail"], ig
+    assert "ignition.chip" in ig["hint"]
+
+
 def test_gnss_bytes_at_the_wrong_speed(tmp_path: Path) -> None:
     dev = PtyDevice(tmp_path / "gnss0")
     dev.plug()
