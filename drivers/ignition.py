@@ -42,11 +42,13 @@ class IgnitionDebouncer:
             self._since = ts_mono
         self._last_ts = ts_mono if self._last_ts is None else max(self._last_ts, ts_mono)
         on = bool(level) != self._active_low
+        # The old level held until now: confirm it first if it lasted long enough.
+        out = self.tick(ts_mono)
         if on != self._candidate:
             if self._candidate is not None and self._candidate != self._state:
                 self.glitches += 1
             self._candidate, self._since = on, ts_mono
-        return self.tick(ts_mono)
+        return out + self.tick(ts_mono)
 
     def tick(self, ts_mono: float) -> list[IgnitionSample]:
         """Confirm the candidate level once it has held for ``debounce_s``."""
