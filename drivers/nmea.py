@@ -23,6 +23,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import reduce
+from operator import xor
 from typing import TypeVar
 
 from drivers.samples import FixMode, FixQuality, GNSSFix
@@ -106,18 +108,6 @@ class _Pending:
 
 class _RejectedValueError(ValueError):
     """A field held a value outside its legal range."""
-
-
-def _xor8(data: bytes) -> int:
-    """XOR of all bytes (the NMEA checksum), folding one big integer instead of looping bytes."""
-    x = int.from_bytes(data, "little")
-    width = 8
-    while width < len(data) * 8:
-        width *= 2
-    while width > 8:
-        width //= 2
-        x = (x >> width) ^ (x & ((1 << width) - 1))
-    return x
 
 
 def _parse_tod_ms(text: str) -> int:
@@ -336,7 +326,7 @@ class NMEADecoder:
         star = text.rfind("*")
         if star >= 0 and len(text) - star == 3 and text[star + 1] in _HEX and text[-1] in _HEX:
             body = text[1:star]
-            if _xor8(body.encode("ascii")) != int(text[star + 1 :], 16):
+            if reduce(xor, line[1:star], 0) != int(text[star + 1 :], 16):
                 stats["bad_checksum"] += 1
                 if not self._accept_bad:
                     return None
