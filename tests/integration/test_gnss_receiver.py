@@ -250,3 +250,50 @@ def test_baud_auto_detection_on_a_pty(
     _, _, collector, make = rig
     make(baud=0)
     collector.wait_for(is_fix, 5.0)
+
+
+def test_socket_url_works_without_code_changes() -> None:
+    import socket
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    stop = threading.Event()
+
+    def serve() -> None:
+        server.settimeout(5.0)
+        conn, _ = server.accept()
+        with conn:
+            n = 0
+            while not stop.wait(0.1):
+                epoch = Epoch(
+                    utc=START_UTC + dt.timedelta(seconds=n),
+                    fix=True,
+                    lat=48.1,
+                    lon=11.5,
+                    alt_m=500.0,
+                    speed_knots=1.0,
+                    course_deg=0.0,
+                    used_prns=(1, 2, 3, 4),
+                    hdop=1.0,
+                    pdop=1.8,
+                )
+                data = "".join(frame(b) for b in encode_epoch(Talker.GN, epoch)).encode()
+                try:
+                    conn.sendall(data)
+                except OSError:
+                    return
+                n += 1
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    collector = Collector()
+    rx = GNSSReceiver(GNSSSettings(port=f"socket://127.0.0.1:{port}"), collector, time.monotonic)
+    rx.start()
+    try:
+        fix = collector.wait_for(is_fix, 5.0)
+        assert isinstance(fix, GNSSFix) and abs(fix.lat - 48.1) < 1e-6
+    finally:
+        rx.stop()
+        stop.set()
+        thread.join(5.0)
+        server.close()
