@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import stat
 import subprocess
@@ -113,6 +114,28 @@ def test_good_input_writes_config_and_secrets_with_safe_modes(
     assert cfg.gnss.port == str(kit.gnss) and cfg.obd.port == str(kit.obd)
     assert cfg.agent.state_dir == str(kit.root / "state")
     assert (kit.root / "state").is_dir()
+
+
+def test_secrets_belong_to_the_service_user(kit: Kit) -> None:
+    """As root: secrets owned by the service user, agent.toml root-owned in its group."""
+    if os.geteuid() != 0:
+        rc = main(kit.argv(owner="nobody"))
+        assert rc == 0 and not [
+            p for p in kit.config_dir.rglob("*") if p.stat().st_uid != os.geteuid()
+        ]
+        return
+    user = pwd.getpwnam("nobody")
+    assert main(kit.argv(owner="nobody")) == 0
+    tls = kit.config_dir / "tls"
+    for name in ("client.key", "client.pem", "ca.pem"):
+        st = (tls / name).stat()
+        assert (st.st_uid, st.st_gid) == (user.pw_uid, user.pw_gid), name
+    st = (kit.config_dir / "agent.toml").stat()
+    assert (st.st_uid, st.st_gid) == (0, user.pw_gid)
+    assert (kit.root / "state").stat().st_uid == user.pw_uid
+    before = snapshot(kit.config_dir)
+    assert main(kit.argv(owner="nobody")) == 0
+    assert snapshot(kit.config_dir) == before
 
 
 def test_second_run_with_same_inputs_changes_nothing(
