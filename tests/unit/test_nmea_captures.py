@@ -72,7 +72,5 @@ def test_fixes_match_gpsd(name: str) -> None:
         assert matched >= 2, f"{name}: only {matched} fixes compared"
     # Fixes gpsd does not report at all: only its warm-up epoch before it learns the cycle.
     oracle_times = {t["time"] for t in oracle(name) if "time" in t}
-    extra = [
-        u for u in ours if u.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z" not in oracle_times
-    ]
+    extra = [u for u in ours if u.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z" not in oracle_times]
     assert len(extra) <= 2, f"{name}: fixes gpsd does not have: {extra}"
