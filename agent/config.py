@@ -270,7 +270,7 @@ class TripDetectSection:
     )
     min_stop_s: float = _opt(
         300.0,
-        f"a trip ends only within a standstill at least this long; shorter stops ({_TABLE})",
+        f"a trip ends only within a standstill this long; shorter stops do not split ({_TABLE})",
         min=0.0,
         max=86400.0,
     )
