@@ -308,12 +308,16 @@ def probe_obd(cfg: agent_config.Config, timeout_s: float) -> list[CheckResult]:
     reason = last_down or f"no answer within {timeout_s:.0f} s"
     if "not present" in reason or "no such device" in reason:
         hint = "the adapter was unplugged during the check: plug it in firmly and check again"
+    elif "cannot open" in reason:
+        hint = ("is the agent running and holding it (`systemctl stop telematics-agent` first)? "
+                "is the service user in group dialout?")
     else:
         hint = ("check the serial speed (obd.baud: 38400 for most USB adapters, 0 = detect), that "
                 "the adapter is powered (the OBD socket's pin 16 carries battery voltage; its LED "
                 "lights), and that it is an ELM327 and not held by a running agent")
+    detail = reason if reason.startswith(o.port) else f"{o.port}: {reason}"
     return [
-        CheckResult("obd_adapter", Status.FAIL, f"{o.port}: {reason}", hint),
+        CheckResult("obd_adapter", Status.FAIL, detail, hint),
         CheckResult("obd_vehicle", Status.SKIP, "no OBD adapter answering"),
     ]
 

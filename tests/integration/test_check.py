@@ -390,6 +390,24 @@ def test_ignition_gpio_chip_that_does_not_exist(tmp_path: Path) -> None:
     assert "ignition.chip" in ig["hint"]
 
 
+def test_obd_adapter_that_stays_silent(tmp_path: Path) -> None:
+    """A serial port with nothing answering behind it: not an ELM327, or one without power."""
+    dev = PtyDevice(tmp_path / "obd0")
+    dev.plug()
+    try:
+        config = _config(tmp_path, obd={"enabled": True, "port": str(dev.link_path)},
+                         mqtt={"port": free_port()})
+        started = time.monotonic()
+        o = items(check_json(config, timeout_s=2.0)[1])
+        assert time.monotonic() - started < 2.0 + 3.0 + 5.0
+    finally:
+        dev.unplug()
+    assert o["obd_adapter"]["status"] == "fail", o["obd_adapter"]
+    assert o["obd_adapter"]["detail"].startswith(str(dev.link_path))
+    assert "obd.baud" in o["obd_adapter"]["hint"] and "powered" in o["obd_adapter"]["hint"]
+    assert o["obd_vehicle"]["status"] == "skip"
+
+
 def test_gnss_bytes_at_the_wrong_speed(tmp_path: Path) -> None:
     dev = PtyDevice(tmp_path / "gnss0")
     dev.plug()
