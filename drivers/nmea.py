@@ -465,6 +465,7 @@ class NMEADecoder:
         vtg: list[str] | None = None
         gsa: list[list[str]] = []
         in_view: dict[str, int] = {}
+        date_text: str | None = None
         for s in sentences:
             if s.stype == "RMC" and rmc is None:
                 rmc = s.fields
@@ -474,6 +475,9 @@ class NMEADecoder:
                 gsa.append(s.fields)
             elif s.stype == "VTG" and vtg is None:
                 vtg = s.fields
+            elif s.stype == "ZDA" and len(s.fields) > 4 and date_text is None:
+                # ZDA's dd,mm,yyyy as RMC's ddmmyy (the century is 20 either way).
+                date_text = s.fields[2].zfill(2) + s.fields[3].zfill(2) + s.fields[4][-2:]
             elif s.stype == "GSV" and len(s.fields) > 3 and s.fields[3].isdigit():
                 in_view[s.kind] = max(in_view.get(s.kind, 0), int(s.fields[3]))
         ts = pending.ts_first
@@ -485,7 +489,9 @@ class NMEADecoder:
         elif gga is not None and len(gga) > 6 and gga[6] in ("0", ""):
             reason = NoFixReason.GGA_INVALID
         try:
-            utc = None if pending.tod_ms < 0 else self._utc(pending.tod_ms, rmc)
+            if rmc is not None and len(rmc) > 9 and rmc[9]:
+                date_text = rmc[9]
+            utc = None if pending.tod_ms < 0 else self._utc(pending.tod_ms, date_text)
         except _RejectedValueError:
             self._stats["rejected_values"] += 1
             return Epoch(ts, None, reason or NoFixReason.REJECTED_VALUE)
@@ -583,14 +589,14 @@ class NMEADecoder:
             self._stats["rejected_values"] += 1
             return None
 
-    def _utc(self, tod_ms: int, rmc: list[str] | None) -> dt.datetime | None:
-        """The epoch's UTC from RMC's date, or the last known date for GGA-only receivers."""
-        if rmc is not None and len(rmc) > 9 and rmc[9]:
-            date = _parse_date(rmc[9])
+    def _utc(self, tod_ms: int, date_text: str | None) -> dt.datetime | None:
+        """The epoch's UTC from RMC's (or ZDA's) date, or the last known date (GGA-only)."""
+        if date_text:
+            date = _parse_date(date_text)
             while date < self._date_floor:
                 date += WEEK_ROLLOVER  # GPS week rollover: the receiver is 1024 weeks behind
             if date > self._date_ceiling:
-                raise _RejectedValueError(rmc[9])
+                raise _RejectedValueError(date_text)
             self._date, self._date_tod_ms = date, tod_ms
         elif self._date is None:
             return None

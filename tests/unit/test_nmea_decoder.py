@@ -216,3 +216,8 @@ def test_sentences_after_a_learned_ender_unlearn_it() -> None:
     # The GSA that trailed epoch 5 (emitted early at GGA) is not pinned on epoch 6.
     assert [f.mode for f in fixes].count(FixMode.FIX_2D) == 0  # type: ignore[union-attr]
     assert decoder.stats()["late_sentences"] == 1
+
+
+def test_gga_and_zda_receiver_gets_its_date_from_zda() -> None:
+    epochs, _ = run(frame(GGA) + frame("GPZDA,123519.00,23,03,2024,00,00"))
+    assert epochs[0].fix.utc == dt.datetime(2024, 3, 23, 12, 35, 19, tzinfo=dt.UTC)  # type: ignore[attr-defined]
