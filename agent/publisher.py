@@ -92,6 +92,7 @@ class Publisher:
         self._live: Message | None = None
         self._extra: list[Message] = []
         self._inflight: dict[int, int] = {}  # paho mid -> spool entry id
+        self._acks: list[int] = []  # PUBACKed entries, deleted from the spool in one batch
         self._backoff = Backoff(settings.backoff_min_s, settings.backoff_max_s, rng)
         self._next_attempt = 0.0
         self._connect_started = 0.0
@@ -212,6 +213,7 @@ class Publisher:
         if self.connected and now >= self._hold_until:
             self._fill_window()
         rc = self._client.loop(timeout=0.05)
+        self._flush_acks()
         if self._failure is not None:
             why, self._failure = self._failure, None
             self._fail(why)
@@ -227,9 +229,6 @@ class Publisher:
                 "TLS: the broker rejected our client certificate "
                 f"({self.settings.tls.cert_file or 'none configured'}): {detail}"
             )
-        if not self.connected and self.protocol == "5" and self.settings.protocol == "auto":
-            # Some 3.1.1-only brokers close the socket on a v5 CONNECT instead of answering.
-            self._fall_back("connection closed before CONNACK")
         base = "connection lost" if self.connected else "connection closed before CONNACK"
         return f"{base} ({mqtt.error_string(rc)}{': ' + detail if detail else ''})"
 
@@ -276,7 +275,13 @@ class Publisher:
         self.protocol = "3.1.1"
         self._retry_now = True
 
+    def _flush_acks(self) -> None:
+        if self._acks:
+            acks, self._acks = self._acks, []
+            self.spool.ack_many(acks)
+
     def _drop_connection(self) -> None:
+        self._flush_acks()
         client, self._client = self._client, None
         was = self.connected
         self.connected = False
@@ -411,7 +416,7 @@ class Publisher:
             self._hold_until = time.monotonic() + delay
             self.spool.nack(entry_id)
             return
-        self.spool.ack(entry_id)
+        self._acks.append(entry_id)
         self.acked += 1
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
@@ -432,6 +437,7 @@ class Publisher:
         deadline = time.monotonic() + 1.0
         while self._inflight and time.monotonic() < deadline:
             client.loop(timeout=0.05)
+        self._flush_acks()
         info = client.publish(
             self.identity.topic("state"), encode_payload(self._birth(False)), qos=1, retain=True
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import sqlite3
@@ -28,7 +29,8 @@ DB_FILE = "data.db"
 _TABLE = "ack_queue_default"
 _STATUS_ACKED = 5
 _STATUS_ACK_FAILED = 9
-_CLEAR_EVERY = 64
+# SQLite's default limit on host parameters is 999 in old builds; stay well below it.
+_MAX_IDS_PER_STATEMENT = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +84,17 @@ class Spool:
 
     When the payload bytes would exceed ``max_bytes`` the oldest position batches not in flight
     are evicted first, other entries (events) only when no position batch is left; every
-    eviction is counted by lane. Acknowledged rows are deleted in small batches, so taking
-    the next entry stays cheap however long the history. A spool file that SQLite cannot read
-    at start is renamed to ``data.db.corrupt-<unix time>`` (kept for inspection) and replaced.
+    eviction is counted by lane. A spool file that SQLite cannot read at start is renamed to
+    ``data.db.corrupt-<unix time>`` (kept for inspection) and replaced.
+
+    Writes go through persist-queue. Reads and acknowledgements do not: its ``get`` and
+    ``ack`` commit one transaction (one fsync) per row, and its ``get`` scans past every acked
+    row still in the table. The publisher takes and acknowledges up to 100 entries at a time,
+    so the spool keeps an in-memory index of live rows, reads them by id, and deletes
+    acknowledged rows in one transaction per batch through its own connection on the same
+    file (same table, same status codes). Taking an entry therefore costs the same with no
+    history or with a million delivered rows, and in-flight state lives only in memory: after
+    a crash every unacknowledged row is simply ready again.
     """
 
     def __init__(
@@ -105,7 +115,6 @@ class Spool:
         self._inflight: set[int] = set()
         self._bytes = 0
         self._last_id = 0
-        self._since_clear = 0
         self.committed = 0
         self.acked = 0
         self.evicted_positions = 0
@@ -126,6 +135,9 @@ class Spool:
             # layout): the same treatment, once.
             self._quarantine(str(exc))
             self._q = self._open()
+        self._db = sqlite3.connect(
+            str(self.directory / DB_FILE), check_same_thread=False, timeout=10.0
+        )
         self._load_index()
 
     # -- opening -------------------------------------------------------------------------------
@@ -172,19 +184,17 @@ class Spool:
             f" FROM {_TABLE} WHERE status < {_STATUS_ACKED} ORDER BY _id"
         )
         bad: list[int] = []
-        with closing(sqlite3.connect(str(self.directory / DB_FILE))) as conn:
-            for row_id, nbytes, ts, lane in conn.execute(sql):
-                try:
-                    row = _Row(Lane(lane), int(nbytes), float(ts))
-                except (ValueError, TypeError):
-                    bad.append(int(row_id))
-                    continue
-                self._track(int(row_id), row)
-            last = conn.execute(f"SELECT max(_id) FROM {_TABLE}").fetchone()
+        for row_id, nbytes, ts, lane in self._db.execute(sql):
+            try:
+                row = _Row(Lane(lane), int(nbytes), float(ts))
+            except (ValueError, TypeError):
+                bad.append(int(row_id))
+                continue
+            self._track(int(row_id), row)
+        last = self._db.execute(f"SELECT max(_id) FROM {_TABLE}").fetchone()
         self._last_id = int(last[0] or 0) if last else 0
-        for row_id in bad:
-            self._q.ack_failed(id=row_id)
-            self.corrupt_rows += 1
+        self._set_status(bad, _STATUS_ACK_FAILED)
+        self.corrupt_rows += len(bad)
         if bad:
             logger.error("spool: %d unreadable rows set aside (status ack_failed)", len(bad))
         if self.depth_unlocked():
@@ -233,13 +243,12 @@ class Spool:
                 victim = _oldest_ready(self._others, self._inflight)
             if victim is None:
                 return  # everything left is in flight; it goes once acknowledged
-            self._q.ack(id=victim)
+            self._delete([victim])
             self._untrack(victim)
             if lane_positions:
                 self.evicted_positions += 1
             else:
                 self.evicted_events += 1
-            self._since_clear += 1
             if self.evicted_positions + self.evicted_events in (1, 10, 100, 1000) or (
                 (self.evicted_positions + self.evicted_events) % 10000 == 0
             ):
@@ -249,57 +258,83 @@ class Spool:
                     self.evicted_positions,
                     self.evicted_events,
                 )
-        self._maybe_clear()
 
     # -- the publisher side --------------------------------------------------------------------
 
     def take(self, limit: int) -> list[SpoolEntry]:
-        """Up to ``limit`` ready entries, oldest first, marked in flight."""
+        """Up to ``limit`` entries not in flight, oldest first, now marked in flight."""
         out: list[SpoolEntry] = []
         with self._lock:
-            while len(out) < limit and self._q.qsize() > 0:
+            ids = list(self._ready(limit))
+            if not ids:
+                return out
+            rows: dict[int, bytes] = {}
+            for chunk in _chunks(ids):
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT _id, data FROM {_TABLE} WHERE _id IN ({marks})"
+                rows.update((int(i), d) for i, d in self._db.execute(sql, chunk))
+            bad: list[int] = []
+            for row_id in ids:
                 try:
-                    raw = self._q.get(block=False, raw=True)
-                except persistqueue.Empty:
-                    break
-                except ValueError:
-                    # persist-queue marks the row unack before parsing it: a row that is not
-                    # JSON stays unack and is set aside at the next start. Count it and go on.
-                    self.corrupt_rows += 1
-                    continue
-                row_id = int(raw["pqid"])
-                try:
-                    message = _message(raw["data"])
+                    message = _message(json.loads(rows[row_id]))
                 except (KeyError, ValueError, TypeError):
-                    self._q.ack_failed(id=row_id)
-                    self._untrack(row_id)
-                    self.corrupt_rows += 1
-                    logger.error("spool: row %d is not a message; set aside", row_id)
+                    bad.append(row_id)
                     continue
                 self._inflight.add(row_id)
                 out.append(SpoolEntry(row_id, message))
+            if bad:
+                self._set_status(bad, _STATUS_ACK_FAILED)
+                for row_id in bad:
+                    self._untrack(row_id)
+                self.corrupt_rows += len(bad)
+                logger.error("spool: %d rows are not messages; set aside", len(bad))
+        return out
+
+    def _ready(self, limit: int) -> list[int]:
+        out: list[int] = []
+        for row_id in heapq.merge(self._positions, self._others):
+            if row_id not in self._inflight:
+                out.append(row_id)
+                if len(out) >= limit:
+                    break
         return out
 
     def ack(self, entry_id: int) -> None:
+        self.ack_many([entry_id])
+
+    def ack_many(self, entry_ids: list[int]) -> None:
+        """The broker has these: delete them (one transaction for the whole batch)."""
+        if not entry_ids:
+            return
         with self._lock:
-            self._q.ack(id=entry_id)
-            self._untrack(entry_id)
-            self.acked += 1
-            self._since_clear += 1
-            self._maybe_clear()
+            self._delete(entry_ids)
+            for row_id in entry_ids:
+                if self._untrack(row_id) is not None:
+                    self.acked += 1
 
     def nack(self, entry_id: int) -> None:
+        """Not delivered after all (connection lost): ready to be taken again."""
         with self._lock:
-            if entry_id in self._positions or entry_id in self._others:
-                self._q.nack(id=entry_id)
             self._inflight.discard(entry_id)
 
-    def _maybe_clear(self) -> None:
-        # Acked rows are deleted in small batches so the table (and every get) stays small:
-        # persist-queue's get scans from the lowest id past every acked row still there.
-        if self._since_clear >= _CLEAR_EVERY:
-            self._q.clear_acked_data(keep_latest=0, max_delete=10000)
-            self._since_clear = 0
+    def _delete(self, ids: list[int]) -> None:
+        try:
+            with self._db:
+                for chunk in _chunks(ids):
+                    marks = ",".join("?" * len(chunk))
+                    self._db.execute(f"DELETE FROM {_TABLE} WHERE _id IN ({marks})", chunk)
+        except sqlite3.Error as exc:
+            raise SpoolError(f"cannot update the spool: {exc}") from exc
+
+    def _set_status(self, ids: list[int], status: int) -> None:
+        if not ids:
+            return
+        with self._db:
+            for chunk in _chunks(ids):
+                marks = ",".join("?" * len(chunk))
+                self._db.execute(
+                    f"UPDATE {_TABLE} SET status = ? WHERE _id IN ({marks})", [status, *chunk]
+                )
 
     # -- observation ---------------------------------------------------------------------------
 
@@ -342,16 +377,22 @@ class Spool:
         return []
 
     def table_rows(self) -> int:
-        """Rows physically in the table, acknowledged ones not yet cleared included."""
-        with self._lock, closing(sqlite3.connect(str(self.directory / DB_FILE))) as conn:
-            return int(conn.execute(f"SELECT count(*) FROM {_TABLE}").fetchone()[0])
+        """Rows physically in the table (set-aside rows included)."""
+        with self._lock:
+            return int(self._db.execute(f"SELECT count(*) FROM {_TABLE}").fetchone()[0])
 
     def close(self) -> None:
         with self._lock:
             try:
-                self._q.clear_acked_data(keep_latest=0, max_delete=0, clear_ack_failed=False)
+                # Rows acknowledged through persist-queue by an older version of the spool.
+                self._q.clear_acked_data(keep_latest=0, max_delete=0)
             finally:
                 self._q.close()
+                self._db.close()
+
+
+def _chunks(ids: list[int]) -> list[list[int]]:
+    return [ids[i : i + _MAX_IDS_PER_STATEMENT] for i in range(0, len(ids), _MAX_IDS_PER_STATEMENT)]
 
 
 def _oldest_ready(rows: OrderedDict[int, _Row], inflight: set[int]) -> int | None:

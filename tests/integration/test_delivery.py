@@ -1,0 +1,192 @@
+"""Store-and-forward against a real mosquitto: outages, recovery, kill -9 mid-drain, lanes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.encoder import batch_records
+from agent.spool import DB_FILE
+from bench.proxy import DelayProxy
+from tests.broker import Mosquitto
+from tests.contract import validate_all
+from tests.delivery import Van, delivered, mqtt_settings, wait_listening
+from tests.listener import Listener
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def link(mosquitto: Mosquitto) -> Iterator[DelayProxy]:
+    """The van's cellular link to the broker: a relay the test can cut."""
+    proxy = DelayProxy(mosquitto.host, mosquitto.port)
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+def wait_until(predicate: object, timeout_s: float) -> bool:
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return bool(predicate())
+
+
+@pytest.mark.parametrize("encoding", ["json", "zlib"])
+def test_broker_outage_over_an_hour_of_driving_then_recovery(
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    listener: Listener,
+    link: DelayProxy,
+    encoding: str,
+) -> None:
+    van = Van(tmp_path / "van", mqtt_settings(link.host, link.port), encoding=encoding)
+    try:
+        van.drive(300, real_s=0.5)  # five minutes with the broker up
+        assert wait_until(lambda: van.spool.depth() == 0, 10)
+
+        mosquitto.stop()
+        link.cut()
+        van.drive(3600, real_s=3.0)  # an hour in a dead zone, scaled x1200
+        assert van.spool.depth() >= 36, "the hour waits in the spool"
+        assert not van.publisher.connected
+
+        mosquitto.start()
+        wait_listening(listener, mosquitto.host, mosquitto.port)
+        link.restore()
+        van.drive(300, real_s=0.5)  # five more minutes after recovery
+        van.park()
+        last = van.seq.last_value
+        assert wait_until(lambda: van.spool.depth() == 0, 30), van.publisher.stats()
+        assert listener.wait_for(lambda ms: max(delivered(ms).seqs, default=0) >= last, 10)
+    finally:
+        van.stop()
+
+    got = delivered(listener.messages)
+    # Every record and event once after dedup by (device_id, seq), contiguous from 1.
+    assert got.seqs == list(range(1, last + 1))
+    assert van.events == 14
+    assert got.historical >= 36, "the backlog went out marked historical"
+    assert got.duplicates <= 100 * 100, "duplicates only from retried in-flight batches"
+    # The retained live position is the newest record; state says offline after the stop.
+    live = [m for m in listener.on_topic("/live") if m.payload]
+    newest_pos = max(r["seq"] for r in batch_records(listener.on_topic("/pos")[-1].json()))
+    assert live and live[-1].json()["seq"] == newest_pos
+    states = [m.json()["online"] for m in listener.on_topic("/state")]
+    assert states[0] is True and states[-1] is False
+    assert validate_all(listener.messages) > 40
+
+
+def test_backlog_drains_oldest_first_and_marked_historical(
+    tmp_path: Path, mosquitto: Mosquitto, listener: Listener, link: DelayProxy
+) -> None:
+    link.cut()
+    van = Van(tmp_path / "van", mqtt_settings(link.host, link.port), max_batch_records=10)
+    try:
+        van.drive(200)
+        van.park()
+        link.restore()
+        assert wait_until(lambda: van.spool.depth() == 0, 20)
+        van.drive(20, real_s=0.5)
+        van.park()
+        assert wait_until(lambda: van.spool.depth() == 0, 10)
+        assert listener.wait_for(
+            lambda ms: len([m for m in ms if m.topic.endswith("/pos")]) >= 22, 10
+        )
+    finally:
+        van.stop()
+    batches = [m.json() for m in listener.on_topic("/pos")]
+    firsts = [b["seq"] for b in batches]
+    assert firsts == sorted(firsts), "history drains oldest first"
+    assert all(b["historical"] for b in batches[:20])
+    assert not any(b["historical"] for b in batches[-2:]), "live-edge batches are not historical"
+
+
+KILLS = 2
+
+
+def test_kill_9_mid_drain_then_restart_delivers_the_rest(
+    tmp_path: Path, mosquitto: Mosquitto, listener: Listener
+) -> None:
+    state = tmp_path / "van"
+    offline = Van(state, mqtt_settings("127.0.0.1", 1), max_batch_records=10, start=False)
+    offline.drive(2000)
+    offline.park()
+    last = offline.seq.last_value
+    total = offline.spool.depth()
+    offline.spool.close()
+    assert total >= 200
+
+    # A 100 ms round trip and 5 in flight: the drain takes seconds, so the kill lands mid-way.
+    slow = DelayProxy(mosquitto.host, mosquitto.port, rtt_s=0.1)
+    try:
+        for round_ in range(KILLS + 1):
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.delivery",
+                    "drain",
+                    str(state),
+                    slow.host,
+                    str(slow.port),
+                ],
+                cwd=REPO,
+                stdout=subprocess.DEVNULL,
+            )
+            try:
+                if round_ < KILLS:
+                    target = (round_ + 1) * total // (KILLS + 2)
+                    assert listener.wait_for(
+                        lambda ms, t=target: len([m for m in ms if "/pos" in m.topic]) >= t, 60
+                    )
+                    os.kill(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=10)
+                    with sqlite3.connect(state / "spool" / DB_FILE) as conn:
+                        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+                else:
+                    assert listener.wait_for(
+                        lambda ms: (
+                            max(delivered(ms).seqs, default=0) >= last
+                            and len(delivered(ms).seqs) == last
+                        ),
+                        60,
+                    ), f"{len(delivered(listener.messages).seqs)} of {last}"
+            finally:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+                    proc.wait(timeout=10)
+    finally:
+        slow.close()
+    got = delivered(listener.messages)
+    assert got.seqs == list(range(1, last + 1)), "nothing committed is lost"
+    # Re-sent at most what was in flight at each kill (5 batches of 10 records) plus a margin
+    # for PUBACKs that were on their way back.
+    assert got.duplicates <= KILLS * 10 * 10
+    validate_all(listener.messages)
+
+
+def test_stop_publishes_offline_and_the_will_covers_a_crash(
+    tmp_path: Path, mosquitto: Mosquitto, listener: Listener
+) -> None:
+    van = Van(tmp_path / "van", mqtt_settings(mosquitto.host, mosquitto.port))
+    assert wait_until(lambda: van.publisher.connected, 10)
+    van.drive(5)
+    van.stop()
+    assert listener.wait_for(
+        lambda ms: [m.json()["online"] for m in ms if m.topic.endswith("/state")] == [True, False],
+        10,
+    )
+    validate_all(listener.messages)
