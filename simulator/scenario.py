@@ -362,17 +362,32 @@ def geofence_problem(document: Any) -> str | None:
         if limit is not None and (not isinstance(limit, int | float) or limit <= 0):
             return f"features[{i}].properties.speed_limit_kmh must be a positive number"
         kind = geometry.get("type")
+        coordinates = geometry.get("coordinates")
         if kind == "Point":
             radius = props.get("radius_m")
             if not isinstance(radius, int | float) or isinstance(radius, bool) or radius <= 0:
                 return f"features[{i}]: a Point geofence needs properties.radius_m > 0"
+            if not _is_position(coordinates):
+                return f"features[{i}]: Point coordinates must be [lon, lat]"
         elif kind == "Polygon":
-            rings = geometry.get("coordinates")
-            if not isinstance(rings, list) or not rings or len(rings[0]) < 4:
+            ring = coordinates[0] if isinstance(coordinates, list) and coordinates else None
+            if not isinstance(ring, list) or len(ring) < 4:
                 return f"features[{i}]: a Polygon needs a ring of at least 4 positions"
+            if not all(_is_position(p) for p in ring):
+                return f"features[{i}]: Polygon positions must be [lon, lat]"
         else:
             return f"features[{i}]: geometry must be Point (circle) or Polygon, got {kind!r}"
     return None
+
+
+def _is_position(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) in (2, 3)
+        and all(isinstance(c, int | float) and not isinstance(c, bool) for c in value)
+        and -180.0 <= value[0] <= 180.0
+        and -90.0 <= value[1] <= 90.0
+    )
 
 
 def _read_vehicle(reader: _Reader) -> Vehicle:
@@ -486,6 +501,6 @@ def _read_step(reader: _Reader) -> Step:
         if step.end_speed_kmh > step.speed_kmh:
             raise reader.error("end_speed_kmh", "must not exceed speed_kmh")
     else:
-        step = Step(kind=kind, duration_s=reader.number("duration_s", positive=True))
+        step = Step(kind=kind, duration_s=reader.number("duration_s", positive=True, high=86400))
     reader.finish()
     return step

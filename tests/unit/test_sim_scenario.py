@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from simulator.model import RouteError, VehicleModel
-from simulator.scenario import ScenarioError, StepKind, bundled_names, load_scenario
+from simulator.scenario import (
+    ScenarioError,
+    StepKind,
+    bundled_names,
+    load_scenario,
+    parse_scenario,
+)
 
 GOOD = """
 name = "t"
@@ -119,3 +129,85 @@ def test_a_plan_longer_than_the_route_is_refused(tmp_path: Path) -> None:
 def test_an_unknown_bundled_name_lists_the_bundled_ones() -> None:
     with pytest.raises(ScenarioError, match="urban_delivery"):
         load_scenario("no_such_scenario")
+
+
+FULL = (
+    "speed_limit_kmh = 60\nseed = 3\n"
+    + GOOD
+    + """
+[vehicle]
+vin = "WF0EXXTTGEMA12345"
+[gnss]
+outages = [{ t_s = 5, duration_s = 20 }]
+[obd]
+unplug = [{ t_s = 5, duration_s = 20 }]
+[[dtc]]
+t_s = 3
+set = ["P0301"]
+"""
+)
+PATHS = [
+    ("name",),
+    ("start_utc",),
+    ("speed_limit_kmh",),
+    ("seed",),
+    ("route",),
+    ("route", "waypoints"),
+    ("route", "waypoints", 0),
+    ("route", "corner_radius_m"),
+    ("plan",),
+    ("plan", 0),
+    ("plan", 0, "do"),
+    ("plan", 0, "duration_s"),
+    ("plan", 1, "speed_kmh"),
+    ("plan", 1, "distance_m"),
+    ("plan", 1, "end_speed_kmh"),
+    ("plan", 1, "decel_mps2"),
+    ("vehicle",),
+    ("vehicle", "vin"),
+    ("vehicle", "battery_v"),
+    ("gnss",),
+    ("gnss", "outages"),
+    ("gnss", "outages", 0, "t_s"),
+    ("obd", "unplug"),
+    ("dtc",),
+    ("dtc", 0, "set"),
+    ("dtc", 0, "clear"),
+    ("geofences",),
+]
+HOSTILE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**9), 10**9),
+    st.floats(allow_nan=True),
+    st.text(max_size=6),
+    st.lists(st.integers(-200, 200), max_size=4),
+    st.lists(st.lists(st.floats(-100, 100), max_size=3), max_size=3),
+    st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(path=st.sampled_from(PATHS), value=HOSTILE)
+def test_hostile_values_give_a_clear_error_never_a_traceback(
+    path: tuple[str | int, ...], value: Any
+) -> None:
+    document: Any = tomllib.loads(FULL)
+    target = document
+    for key in path[:-1]:
+        target = target[key]
+    if value is None and isinstance(target, dict):
+        target.pop(path[-1], None)
+    else:
+        target[path[-1]] = value
+    try:
+        scenario = parse_scenario(document, Path("fuzz.toml"))
+    except ScenarioError as exc:
+        assert str(exc).startswith("fuzz.toml: ")
+        return
+    if sum(s.duration_s for s in scenario.plan) > 7200:
+        return  # valid, just long: not worth building here
+    try:
+        VehicleModel(scenario)
+    except RouteError as exc:
+        assert "plan[" in str(exc) or "route" in str(exc)
