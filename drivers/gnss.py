@@ -20,7 +20,7 @@ from typing import Protocol
 import serial
 
 from drivers.clock import SystemClockSetter
-from drivers.nmea import DATE_FLOOR, NMEADecoder
+from drivers.nmea import DATE_FLOOR, NMEADecoder, NoFixReason
 from drivers.samples import GNSSFix, Link, LinkSample, LinkState, Sample
 
 logger = logging.getLogger(__name__)
@@ -97,7 +97,9 @@ class GNSSStream:
             self._take(epoch.fix, epoch.reason, ts_mono, out)
         return out
 
-    def _take(self, fix: GNSSFix | None, reason: object, ts_mono: float, out: list[Sample]) -> None:
+    def _take(
+        self, fix: GNSSFix | None, reason: NoFixReason | None, ts_mono: float, out: list[Sample]
+    ) -> None:
         if fix is not None:
             self._last_fix = ts_mono
             if self._state is not LinkState.UP:
@@ -143,12 +145,16 @@ class GNSSStream:
         return out
 
     def device_lost(self, ts_mono: float, reason: str) -> list[Sample]:
-        """The port vanished or cannot be opened: drop the partial line, report DOWN once."""
+        """The port vanished or cannot be opened: emit the epoch already received, drop the
+        partial line, report DOWN once."""
+        out: list[Sample] = []
+        for epoch in self.decoder.flush():
+            self._take(epoch.fix, epoch.reason, epoch.ts_mono, out)
         self.decoder.reset()
         self._epoch_open = False
-        if self._state is LinkState.DOWN:
-            return []
-        return [self._transition(ts_mono, LinkState.DOWN, reason)]
+        if self._state is not LinkState.DOWN:
+            out.append(self._transition(ts_mono, LinkState.DOWN, reason))
+        return out
 
     def device_back(self, ts_mono: float) -> list[Sample]:
         """The port is open again; the link stays DOWN until epochs arrive."""

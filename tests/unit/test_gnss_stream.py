@@ -139,3 +139,13 @@ def test_clock_setting_without_capability_gives_up_once(error: OSError) -> None:
     assert setter.observe(UTC) is False
     assert setter.observe(UTC) is False
     assert len(attempts) == 1 and not setter.enabled
+
+
+def test_unplug_emits_the_epoch_already_received_and_drops_the_partial_line() -> None:
+    stream = GNSSStream()
+    out = stream.feed(epoch(0) + epoch(1)[:30], 0.0)  # epoch 1 cut mid-sentence by the unplug
+    out += stream.device_lost(0.1, "device disappeared")
+    fixes = [s for s in out if isinstance(s, GNSSFix)]
+    assert [f.utc.second for f in fixes] == [0]
+    assert states(out) == [(LinkState.UP, "fix"), (LinkState.DOWN, "device disappeared")]
+    assert stream.decoder.stats()["garbage_bytes"] == 0  # the cut line is forgotten, not parsed
