@@ -49,6 +49,7 @@ from drivers.samples import (
 logger = logging.getLogger(__name__)
 
 AIR_GAS_CONSTANT_J_PER_KG_K = 287.05
+CAN_PROTOCOLS = ("6", "7", "8", "9")  # ELM327 protocol numbers of ISO 15765-4
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +88,14 @@ class OBDSettings:
     low_voltage_v: float = 11.8
     multi_pid: str = "auto"  # "auto" | "on" | "off"
     timeout_s: float = 1.0
+    # ELM327 protocol number to use instead of the automatic search ("6" = CAN 11/500); the
+    # search costs python-obd three seconds of fixed waits per connection.
+    protocol: str = ""
 
     def __post_init__(self) -> None:
+        if self.protocol not in ("", "1", "2", "3", "4", "5", "6", "7", "8", "9", "A"):
+            raise ValueError(f"protocol must be 1-9 or A (or empty for automatic), "
+                             f"not {self.protocol!r}")
         if self.fuel_type not in FUELS:
             raise ValueError(f"fuel_type must be one of {', '.join(FUELS)}, not {self.fuel_type!r}")
         if self.multi_pid not in ("auto", "on", "off"):
@@ -196,6 +203,13 @@ def mode01_requests(pids: Iterable[int], multi: bool) -> list[str]:
         batches = [chosen[i : i + 6] for i in range(0, len(chosen), 6)]
         return ["01" + "".join(f"{p:02X}" for p in batch) for batch in batches]
     return [f"01{p:02X}" for p in chosen]
+
+
+def can_frames(pids: Iterable[int]) -> int:
+    """ISO-TP frames of the reply to one mode 01 request on CAN: 7 bytes in a single frame,
+    else 6 in the first and 7 in each consecutive frame."""
+    length = 1 + sum(1 + (PIDS[p].length if p in PIDS else 4) for p in pids)
+    return 1 if length <= 7 else 1 + -(-(length - 6) // 7)
 
 
 # ---- the serial channel ----
@@ -359,7 +373,7 @@ class OBDReader:
         self._ignition = True  # until told otherwise, ask the ECU: RPM is an ignition fallback
         self._reprobe = False
         self._session: Session | None = None
-        self._protocol_hint: str | None = None
+        self._protocol_hint: str | None = settings.protocol or None
         self._link: LinkState | None = None
         self._stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()
@@ -524,6 +538,7 @@ class OBDReader:
     def _probe(self) -> None:
         """Supported PIDs (bitmaps), protocol, VIN and multi-PID capability; emits VehicleInfo."""
         session = self._require()
+        self._reprobe = False
         supported: set[int] = set()
         for base in BITMAP_PIDS:
             if base and base not in supported:
@@ -573,7 +588,7 @@ class OBDReader:
         if mode == "on":
             return True
         # Multi-PID requests are an ISO 15765-4 (CAN, protocols 6-9) feature.
-        if session.protocol_id not in ("6", "7", "8", "9"):
+        if session.protocol_id not in CAN_PROTOCOLS:
             return False
         pair = [p for p in (0x0D, 0x0C, 0x05, 0x04) if p in session.supported][:2]
         if len(pair) < 2:
@@ -658,6 +673,11 @@ class OBDReader:
         pids = [p for p in group.pids if p in session.supported]
         raw: dict[int, bytes] = {}
         for command in mode01_requests(pids, session.multi):
+            if session.protocol_id in CAN_PROTOCOLS:
+                # A trailing digit tells the ELM327 (v1.3+) how many frames to wait for, so it
+                # answers as soon as they are in instead of waiting out its timeout for other
+                # ECUs that might answer too (python-obd's "fast" mode does the same).
+                command += f"{can_frames(bytes.fromhex(command[2:])):X}"
             try:
                 for data in self._ecu(command):
                     raw.update(decode_mode01(data))

@@ -204,7 +204,7 @@ def test_readings_match_the_model_and_follow_ignition(tmp_path: Path, rigs: list
 
 
 def test_unplug_and_replug_resume_within_5_s(tmp_path: Path, rigs: list[Rig]) -> None:
-    rig = start_rig(tmp_path)
+    rig = start_rig(tmp_path, protocol="6")
     rigs.append(rig)
     reader, server, samples, van = rig
     samples.wait_for(is_reading_with("rpm"), 10.0)
@@ -250,7 +250,7 @@ def test_clone_without_multi_pid_falls_back_to_one_pid_per_request(
 
 
 def test_garbage_replies_are_counted_never_fatal(tmp_path: Path, rigs: list[Rig]) -> None:
-    rig = start_rig(tmp_path, variant="noisy-v1.5", fast_hz=10.0, medium_hz=5.0)
+    rig = start_rig(tmp_path, variant="noisy-v1.5", protocol="6", fast_hz=10.0, medium_hz=5.0)
     rigs.append(rig)
     reader, _server, samples, _van = rig
     samples.wait_for(is_reading_with("rpm"), 10.0)
@@ -274,8 +274,8 @@ def test_fuel_rate_from_maf_and_from_speed_density(tmp_path: Path, rigs: list[Ri
     # Both rigs run at once to keep the test short; the second has neither 5E nor MAF.
     no_5e = frozenset(DEFAULT_PIDS - {0x5E})
     no_5e_no_maf = frozenset(DEFAULT_PIDS - {0x5E, 0x10})
-    rigs.append(start_rig(tmp_path, pids=no_5e, name="maf"))
-    rigs.append(start_rig(tmp_path, pids=no_5e_no_maf, name="sd"))
+    rigs.append(start_rig(tmp_path, pids=no_5e, name="maf", protocol="6"))
+    rigs.append(start_rig(tmp_path, pids=no_5e_no_maf, name="sd", protocol="6"))
     petrol = FUELS["petrol"]
     _, maf = rigs[0][2].wait_for(is_reading_with("fuel_rate_lph"), 12.0)
     assert isinstance(maf, OBDReading) and maf.fuel_rate_source == FuelRateSource.MAF
@@ -293,7 +293,7 @@ def test_fuel_rate_from_maf_and_from_speed_density(tmp_path: Path, rigs: list[Ri
 def test_silent_adapter_goes_down_and_the_reader_still_stops(
     tmp_path: Path, rigs: list[Rig]
 ) -> None:
-    rig = start_rig(tmp_path, timeout_s=0.3)
+    rig = start_rig(tmp_path, timeout_s=0.3, protocol="6")
     rigs.append(rig)
     reader, server, samples, _van = rig
     samples.wait_for(is_reading_with("rpm"), 10.0)
@@ -310,3 +310,44 @@ def test_silent_adapter_goes_down_and_the_reader_still_stops(
     t_stop = time.monotonic()
     reader.stop(timeout_s=5.0)
     assert time.monotonic() - t_stop < 5.5
+
+
+def test_starts_with_ignition_off_then_probes_at_ignition_on(
+    tmp_path: Path, rigs: list[Rig]
+) -> None:
+    van = Van(dataclasses.replace(STATE, ignition=False, engine_running=False, battery_v=12.6))
+    server = ELM327Server(van, tmp_path / "obd0", latency_s=0.01)
+    server.start()
+    samples = Samples()
+    reader = OBDReader(OBDSettings(port=str(server.path)), samples.emit, time.monotonic)
+    reader.set_ignition(False)
+    reader.start()
+    rigs.append((reader, server, samples, van))
+    samples.wait_for(lambda s: isinstance(s, LinkSample) and s.state == LinkState.UP, 10.0)
+    _, volts = samples.wait_for(is_reading_with("voltage_v"), 3.0)
+    assert isinstance(volts, OBDReading) and volts.voltage_v == 12.6
+    assert not samples.of(VehicleInfo)
+    van.update(ignition=True, engine_running=True, battery_v=14.0)
+    t_on = time.monotonic()
+    reader.set_ignition(True)
+    _, info = samples.wait_for(lambda s: isinstance(s, VehicleInfo), 5.0, after=t_on)
+    assert isinstance(info, VehicleInfo) and info.vin == STATE.vin
+    assert info.protocol == "ISO 15765-4 (CAN 11/500)"
+    samples.wait_for(is_reading_with("rpm"), 3.0, after=t_on)
+
+
+def test_low_battery_stops_ecu_queries(tmp_path: Path, rigs: list[Rig]) -> None:
+    rig = start_rig(tmp_path, protocol="6", voltage_interval_s=1.0, low_voltage_v=11.8)
+    rigs.append(rig)
+    reader, _server, samples, van = rig
+    samples.wait_for(is_reading_with("rpm"), 10.0)
+    van.update(battery_v=11.2)
+    t_low = time.monotonic()
+    samples.wait_for(lambda s: isinstance(s, OBDReading) and s.voltage_v == 11.2, 3.0, t_low)
+    time.sleep(0.2)
+    before = reader.stats()["requests"]
+    time.sleep(1.5)
+    assert reader.stats()["requests"] == before
+    van.update(battery_v=12.4)
+    t_ok = time.monotonic()
+    samples.wait_for(is_reading_with("rpm"), 3.0, after=t_ok)

@@ -14,6 +14,7 @@ from drivers.obd import (
     OBDReplayDecoder,
     OBDSettings,
     ReadingBuilder,
+    can_frames,
     maf_fuel_rate_lph,
     mode01_requests,
     poll_groups,
@@ -175,6 +176,14 @@ def test_poll_plan_matches_the_capture_schedule() -> None:
         ["01052F1F31A6"],
     ]
     assert mode01_requests((0x0D, 0x0C), False) == ["010D", "010C"]
+    # Frames of the replies, for the ELM327's response-count digit; checked against the emulator.
+    elm = ELM327()
+    elm.handle("ATE0", STATE)
+    elm.handle("ATH1", STATE)
+    for group in groups:
+        reply = elm.handle(mode01_requests(group.pids, True)[0], STATE)
+        frames = [ln for ln in reply.split("\r") if ln.startswith("7E8")]
+        assert can_frames(group.pids) == len(frames), group.name
     assert mode01_requests(range(1, 9), True) == ["01010203040506", "010708"]
 
 
