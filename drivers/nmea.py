@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import reduce
 from operator import xor
+from types import MappingProxyType
 from typing import TypeVar
 
 from drivers.samples import FixMode, FixQuality, GNSSFix
@@ -48,7 +49,9 @@ MAX_ALT_M = 18000.0  # COCOM altitude limit
 MAX_DOP = 99.0  # u-blox and others send 99.99 to mean "unknown"
 
 TALKERS = frozenset({"GP", "GN", "GL", "GA", "GB", "BD", "GQ", "GI"})
-_TIMED_TIME_FIELD = {"RMC": 1, "GGA": 1, "GNS": 1, "ZDA": 1, "GST": 1, "GBS": 1, "GLL": 5}
+_TIMED_TIME_FIELD = MappingProxyType(
+    {"RMC": 1, "GGA": 1, "GNS": 1, "ZDA": 1, "GST": 1, "GBS": 1, "GLL": 5}
+)  # sentence type -> index of its time-of-day field
 _UNTIMED = frozenset({"GSA", "VTG", "GSV"})
 _FRAME_STOP = re.compile(rb"[\r\n$]")
 _SENTENCE = re.compile(rb"\$[^\r\n$]*")
