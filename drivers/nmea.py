@@ -133,7 +133,10 @@ def _parse_coord(value: str, hemi: str, max_deg: int) -> float | None:
     if len(head) < 3 or not head.isdigit():
         raise _RejectedValueError(value)
     deg = int(head[:-2])
-    minutes = float(value[len(head) - 2 :])
+    try:
+        minutes = float(value[len(head) - 2 :])
+    except ValueError:
+        raise _RejectedValueError(value) from None
     if minutes >= 60.0 or minutes < 0.0:
         raise _RejectedValueError(value)
     result = deg + minutes / 60.0

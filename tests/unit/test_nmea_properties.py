@@ -181,3 +181,25 @@ def test_receiver_saying_no_fix_is_never_a_fix(t: Truth) -> None:
     assert decode_all(encode(void)) == [str(NoFixReason.RMC_VOID)]
     assert decode_all(encode(invalid)) == [str(NoFixReason.GGA_INVALID)]
     assert decode_all(encode(nofix)) == [str(NoFixReason.GSA_NO_FIX)]
+
+
+field_text = st.text(alphabet="0123456789.,-+eEnaifNSEWAVM ", max_size=12)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.sampled_from(["GPRMC", "GNGGA", "GPGSA", "GPVTG", "GLGSV", "GPZDA", "GNGLL"]),
+    st.lists(field_text, max_size=20),
+    st.sampled_from(["", "123519.00", "235960.00", "1235"]),
+)
+def test_checksummed_sentences_with_hostile_fields_never_raise(
+    kind: str, fields: list[str], time_field: str
+) -> None:
+    body = ",".join([kind, time_field, *fields]).replace(",,,", ",")
+    rmc = _frame("GPRMC,123519.00,A,4807.038,N,01131.000,E,1.0,84.4,230324,,,A")
+    decoder = NMEADecoder()
+    epochs = decoder.feed(_frame(body) + rmc + _frame(body), 0.0) + decoder.flush()
+    for epoch in epochs:
+        if epoch.fix is not None:
+            assert -90.0 <= epoch.fix.lat <= 90.0 and -180.0 <= epoch.fix.lon <= 180.0
+            assert epoch.fix.speed_mps is None or epoch.fix.speed_mps >= 0.0
