@@ -64,7 +64,9 @@ TLS_DIR_NAME = "tls"
 EXIT_ERROR = 2
 
 _DEVICE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_HOST_NAME = re.compile(r"(?=.{1,253}\.?$)[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_-]{1,63})*\.?")
 _BACKENDS = ("none", "rpigpio", "gpiod", "simulated")
+MAX_INPUT_BYTES = 1024 * 1024  # certificates, keys, password and provisioning files are tiny
 _FILE_KEYS: dict[str, type] = {
     "device_id": str,
     "broker": str,
@@ -173,6 +175,8 @@ def parse_broker_url(url: str, *, insecure_plain: bool = False) -> BrokerURL:
     host = parts.hostname or ""
     if not host:
         raise ProvisionError(f"--broker {url!r}: no host; {forms}")
+    if not _HOST_NAME.fullmatch(host) and not _is_ip(host):
+        raise ProvisionError(f"--broker {url!r}: {host!r} is not a valid host name or address")
     tls = parts.scheme == "mqtts"
     port = port_given or (8883 if tls else 1883)
     if not tls and not insecure_plain and not _is_loopback(host):
@@ -183,6 +187,14 @@ def parse_broker_url(url: str, *, insecure_plain: bool = False) -> BrokerURL:
             "unencrypted; use mqtts:// (or --insecure-plain for a lab broker)"
         )
     return BrokerURL(host=host, port=port, tls=tls)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_loopback(host: str) -> bool:
@@ -196,7 +208,13 @@ def _is_loopback(host: str) -> bool:
 
 def _read_input(path: Path, what: str) -> bytes:
     try:
-        return path.read_bytes()
+        with path.open("rb") as f:
+            data = f.read(MAX_INPUT_BYTES + 1)
+        if len(data) > MAX_INPUT_BYTES:
+            raise ProvisionError(
+                f"{what} {path}: larger than {MAX_INPUT_BYTES // 1024} KiB; not the right file"
+            )
+        return data
     except FileNotFoundError:
         raise ProvisionError(f"{what} {path}: no such file") from None
     except IsADirectoryError:

@@ -50,6 +50,9 @@ def test_broker_url_forms(url: str, expected: BrokerURL) -> None:
         ("mqtts://broker.example/topic", "unexpected path"),
         ("mqtts://", "no host"),
         ("mqtt://10.0.0.5", "unencrypted"),
+        ("mqtts://bro ker.example", "not a valid host name"),
+        ("mqtts://broker..example", "not a valid host name"),
+        ("mqtts://-broker.example", "not a valid host name"),
     ],
 )
 def test_bad_broker_urls_say_what_is_wrong(url: str, message: str) -> None:
@@ -196,6 +199,13 @@ def test_chain_through_an_intermediate_bundled_with_the_certificate(
         _validate(ca, chain, key)
     chain.write_bytes(leaf.public_bytes(pem) + inter.public_bytes(pem))
     assert _validate(ca, chain, key) == "CN=van-0042"
+
+
+def test_oversized_input_file_is_refused(tmp_path: Path) -> None:
+    big = tmp_path / "provision.toml"
+    big.write_bytes(b"#" * (2 * 1024 * 1024))
+    with pytest.raises(ProvisionError, match="larger than 1024 KiB"):
+        read_provision_file(big)
 
 
 def test_provision_file_rejects_unknown_keys_and_wrong_types(tmp_path: Path) -> None:
