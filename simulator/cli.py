@@ -27,6 +27,8 @@ from simulator.truth import derive_truth, write_truth
 logger = logging.getLogger(__name__)
 
 EXIT_USAGE = 2
+GARBAGE_ON_DEMAND_BYTES = 64  # SIGUSR1
+BAD_CHECKSUMS_ON_DEMAND = 3  # SIGUSR2
 
 
 class UsageError(Exception):
@@ -179,13 +181,23 @@ def _run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    receiver = Receiver(scenario.gnss, Talker(args.talker), args.gnss_hz, seed)
+
+    def on_fault(signum: int, frame: FrameType | None) -> None:
+        del frame
+        if signum == signal.SIGUSR1:
+            receiver.inject(garbage_bytes=GARBAGE_ON_DEMAND_BYTES)
+        else:
+            receiver.inject(bad_checksums=BAD_CHECKSUMS_ON_DEMAND)
+
+    signal.signal(signal.SIGUSR1, on_fault)
+    signal.signal(signal.SIGUSR2, on_fault)
 
     if args.truth is not None:
         write_truth(derive_truth(model), args.truth)
     ignition = IgnitionLine(run_dir / "ignition")
     ignition.set(model.ignition[0])
     live = LiveVehicle(model, args.time_scale)
-    receiver = Receiver(scenario.gnss, Talker(args.talker), args.gnss_hz, seed)
     gnss = GNSSTalker(model, live, PtyDevice(run_dir / "gnss0"), receiver)
     obd = ELM327Server(live, run_dir / "obd0", args.elm_variant, args.elm_latency_ms / 1000.0)
     try:

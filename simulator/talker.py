@@ -6,8 +6,9 @@
   parked, multipath makes the position wander a few metres and speed/course flicker;
 - cold start: no fix and no time (empty time fields) until ``cold_start_s``;
 - fix loss (tunnels): status V, empty positions, time still running, no satellites in view;
-- on demand: bursts of garbage bytes (no ``$`` and no line end, as after a baud-rate glitch)
-  and sentences with a wrong checksum;
+- on demand (scenario times, or ``Receiver.inject``: ``run`` maps SIGUSR1 / SIGUSR2 to it):
+  bursts of garbage bytes (no ``$`` and no line end, as after a baud-rate glitch) and
+  sentences with a wrong checksum;
 - RMC, VTG, GGA every epoch at 1-10 Hz; GSA and GSV once per second, as u-blox receivers do.
 """
 
@@ -72,6 +73,8 @@ class Receiver:
         self._garbage_done = 0
         self._corrupt_done = 0
         self._corrupt_left = 0
+        self._garbage_pending = 0
+        self._inject_lock = threading.Lock()
         self.sentences = 0
         self.corrupted = 0
         self.garbage_bytes = 0
@@ -142,6 +145,12 @@ class Receiver:
             satellites=tuple(satellites),
         )
 
+    def inject(self, garbage_bytes: int = 0, bad_checksums: int = 0) -> None:
+        """Faults on demand (any thread): garbage before the next epoch, corrupt next sentences."""
+        with self._inject_lock:
+            self._garbage_pending += garbage_bytes
+            self._corrupt_left += bad_checksums
+
     def epoch_bytes(self, state: VehicleState) -> bytes:
         """The bytes the receiver writes for ``state``'s epoch, faults due by then included."""
         epoch = self.epoch(state)
@@ -149,20 +158,25 @@ class Receiver:
         self._epochs += 1
         out = bytearray()
         garbage = self.faults.garbage
+        with self._inject_lock:
+            counts = [self._garbage_pending] if self._garbage_pending else []
+            self._garbage_pending = 0
         while self._garbage_done < len(garbage) and garbage[self._garbage_done].t_s <= state.t_s:
-            count = garbage[self._garbage_done].count
+            counts.append(garbage[self._garbage_done].count)
+            self._garbage_done += 1
+        for count in counts:
             out += bytes(self._rng.choice(_GARBAGE_ALPHABET) for _ in range(count))
             self.garbage_bytes += count
-            self._garbage_done += 1
         bad = self.faults.bad_checksums
         while self._corrupt_done < len(bad) and bad[self._corrupt_done].t_s <= state.t_s:
-            self._corrupt_left += bad[self._corrupt_done].count
+            self.inject(bad_checksums=bad[self._corrupt_done].count)
             self._corrupt_done += 1
         for body in encode_epoch(self.talker, epoch, with_satellites=with_satellites):
-            corrupt = self._corrupt_left > 0
-            if corrupt:
-                self._corrupt_left -= 1
-                self.corrupted += 1
+            with self._inject_lock:
+                corrupt = self._corrupt_left > 0
+                if corrupt:
+                    self._corrupt_left -= 1
+            self.corrupted += corrupt
             out += frame(body, corrupt=corrupt).encode("ascii")
             self.sentences += 1
         return bytes(out)

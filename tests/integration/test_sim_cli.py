@@ -105,7 +105,7 @@ def _read_lines(path: str, seconds: float, until: float | None = None) -> Iterat
             buffer += chunk
             *lines, buffer = buffer.split(b"\r\n")
             for line in lines:
-                yield line.decode("ascii")
+                yield line.decode("latin-1")
     finally:
         os.close(fd)
 
@@ -295,3 +295,34 @@ def test_python_obd_reads_the_live_van_through_run(sim: list[subprocess.Popen[st
         assert maf == pytest.approx(idle.maf_gps, abs=0.5)
     finally:
         connection.close()
+
+
+def test_faults_on_demand_by_signal(tmp_path: Path, sim: list[subprocess.Popen[str]]) -> None:
+    proc, info = _start(
+        sim,
+        "--scenario",
+        str(_scenario(tmp_path)),
+        "--time-scale",
+        "10",
+        "--dir",
+        str(tmp_path / "run"),
+    )
+    lines = _read_lines(info["gnss"], seconds=3.0)
+    seen: list[str] = []
+    for line in lines:
+        seen.append(line)
+        if len(seen) == 10:
+            proc.send_signal(signal.SIGUSR1)  # 64 garbage bytes
+            proc.send_signal(signal.SIGUSR2)  # 3 bad checksums
+    glued = [line for line in seen if not line.startswith("$") and "$" in line]
+    bad = 0
+    for line in seen:
+        try:
+            pynmea2.parse(line[line.index("$") :], check=True)
+        except pynmea2.ChecksumError:
+            bad += 1
+        except ValueError:
+            pass  # a line of pure garbage has no "$"
+    assert len(glued) == 1 and bad == 3
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
