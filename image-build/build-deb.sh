@@ -36,8 +36,15 @@ mkdir -p "$stage/DEBIAN" "$out"
 echo "build-deb: wheels for telematics-agent $version ($arch, Python $pyver)"
 wheels="$stage/usr/lib/telematics-agent/wheels"
 mkdir -p "$wheels"
+# What the postinst installs, from the bundled wheels only. cryptography: `telematics-agent
+# provision` (and so first-boot provisioning) imports it to check certificates, but pyproject.toml
+# lists it only among the dev extras; without it provisioning dies with ModuleNotFoundError.
+cat > "$stage/usr/lib/telematics-agent/requirements.txt" <<REQS
+telematics-agent[systemd,pi]==$version
+cryptography>=42
+REQS
 "$python" -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$wheels" \
-    "$repo[systemd,pi]"
+    "$repo[systemd,pi]" "cryptography>=42"
 
 install -D -m 0644 "$repo/systemd/telematics-agent.service" "$stage/lib/systemd/system/telematics-agent.service"
 install -D -m 0644 "$repo/systemd/telematics-firstboot.service" "$stage/lib/systemd/system/telematics-firstboot.service"

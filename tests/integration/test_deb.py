@@ -172,3 +172,73 @@ def test_upgrade_offline_keeps_config_and_spool_purge_keeps_spool(
     ok(in_root(bookworm, ["apt-get", "purge", "-y", "-q", "telematics-agent"], 120.0,
                TELEMATICS_AGENT_PURGE_SPOOL="1"))  # fmt: skip
     assert not (bookworm / "var/lib/telematics-agent").exists()
+
+
+def test_pi_gen_stage_installs_the_package_and_arms_first_boot(
+    bookworm: Path, deb: Path, tmp_path: Path
+) -> None:
+    # pi-gen cannot run here (it builds a whole Raspberry Pi OS). Its sub-stage script can: with
+    # ROOTFS_DIR and an on_chroot like pi-gen's (a shell in the chroot reading stdin), against
+    # the bookworm root, which the purge above left without the package.
+    stage = tmp_path / "00-telematics"
+    shutil.copytree(REPO / "image-build/pi-gen/stage-telematics/00-telematics", stage)
+    shutil.copy(deb, stage / "files" / deb.name)
+    (bookworm / "boot/firmware").mkdir(parents=True, exist_ok=True)
+    script = (
+        "on_chroot() {\n"
+        '  chroot "$ROOTFS_DIR" /usr/bin/env -i PATH="$CHROOT_PATH" /bin/bash -e "$@"\n'
+        "}\n"
+        "export -f on_chroot\n"
+        "./00-run.sh\n"
+    )
+    result = run(
+        ["bash", "-e", "-c", script],
+        300.0,
+        cwd=stage,
+        env={"ROOTFS_DIR": str(bookworm), "CHROOT_PATH": CHROOT_ENV["PATH"],
+             "PATH": os.environ["PATH"]},
+    )  # fmt: skip
+    ok(result)
+    ok(in_root(bookworm, ["telematics-agent", "--version"]))
+    wants = bookworm / "etc/systemd/system/multi-user.target.wants"
+    assert (wants / "telematics-firstboot.service").is_symlink()
+    assert (wants / "telematics-agent.service").is_symlink()
+    readme = bookworm / "boot/firmware/telematics/README.txt"
+    assert "provision.toml" in readme.read_text(encoding="utf-8")
+    assert not (bookworm / "tmp/telematics-agent.deb").exists()
+
+
+def test_first_boot_in_the_installed_root_provisions_for_the_service_user(
+    bookworm: Path, deb: Path, tmp_path: Path
+) -> None:
+    from tests.pki import make_ca, make_cert
+
+    # The installed script, the installed `provision` and the root's own `telematics` user and
+    # systemctl (offline: enable/disable edit symlinks; start fails without a running systemd,
+    # which the script logs and survives).
+    ok(in_root(bookworm, ["apt-get", "install", "-y", "-q", f"/tmp/{deb.name}"], 300.0))
+    ok(in_root(bookworm, ["systemctl", "enable", "telematics-firstboot.service"]))
+    boot = bookworm / "boot/firmware/telematics"
+    boot.mkdir(parents=True, exist_ok=True)
+    ca = make_ca(tmp_path, "Fleet CA")
+    client = make_cert(ca, tmp_path, "van-7")
+    shutil.copy(ca.cert_path, boot / "ca.pem")
+    shutil.copy(client.cert_path, boot / "van-7.pem")
+    shutil.copy(client.key_path, boot / "van-7.key")
+    (boot / "provision.toml").write_text(
+        'device_id = "van-7"\nbroker = "mqtts://mqtt.fleet.example:8883"\n'
+        'ca = "ca.pem"\ncert = "van-7.pem"\nkey = "van-7.key"\n',
+        encoding="utf-8",
+    )
+    result = in_root(bookworm, ["python3", "/usr/lib/telematics-agent/telematics-firstboot"])
+    ok(result)
+    assert "Traceback" not in result.stderr, result.stderr
+
+    uid = int(ok(in_root(bookworm, ["id", "-u", "telematics"])).strip())
+    key = (bookworm / "etc/telematics-agent/tls/client.key").stat()
+    assert (key.st_uid, key.st_mode & 0o777) == (uid, 0o600)
+    assert not (boot / "van-7.key").exists()
+    assert (boot / "provision-done.txt").exists()
+    wants = bookworm / "etc/systemd/system/multi-user.target.wants"
+    assert not (wants / "telematics-firstboot.service").exists(), "first boot must disable itself"
+    assert (wants / "telematics-agent.service").is_symlink()
