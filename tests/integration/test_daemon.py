@@ -91,6 +91,9 @@ class AgentProcess:
         watchdog_usec: int | None = None,
         line_file: Path | None = None,
         debounce_s: float = 0.2,
+        time_scale: float = 1.0,
+        gnss_port: str | None = None,
+        obd_port: str | None = None,
     ) -> None:
         self.state_dir = tmp_path / "state"
         self.config = tmp_path / "agent.toml"
@@ -101,12 +104,17 @@ class AgentProcess:
             if line_file is not None
             else ""
         )
+        gnss = f'[gnss]\nport = "{gnss_port}"\n' if gnss_port else "[gnss]\nenabled = false\n"
+        obd = (
+            f'[obd]\nport = "{obd_port}"\ndtc_interval_s = 5.0\n'
+            if obd_port
+            else "[obd]\nenabled = false\n"
+        )
         self.config.write_text(
-            f'[agent]\nstate_dir = "{self.state_dir}"\n'
+            f'[agent]\nstate_dir = "{self.state_dir}"\ntime_scale = {time_scale}\n'
             f'[device]\nid = "{DEVICE}"\n'
             f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
-            "backoff_min_s = 0.1\nbackoff_max_s = 0.5\n"
-            "[gnss]\nenabled = false\n[obd]\nenabled = false\n" + ignition + extra_toml
+            "backoff_min_s = 0.1\nbackoff_max_s = 0.5\n" + gnss + obd + ignition + extra_toml
         )
         self.notify = NotifySocket()
         full_env = {
@@ -372,3 +380,120 @@ def _wait(pred: Callable[[], bool], timeout_s: float) -> bool:
             return True
         time.sleep(0.05)
     return pred()
+
+
+SHORT_DRIVE = """\
+name = "short_cycles"
+description = "two short trips separated by parked periods"
+start_utc = "2026-03-02T13:00:00Z"
+seed = 7
+
+[route]
+corner_radius_m = 25
+waypoints = [[51.340000, 12.370000], [51.340000, 12.382956], [51.345396, 12.382956]]
+
+[[plan]]
+do = "park"
+duration_s = 20
+
+[[plan]]
+do = "drive"
+distance_m = 800
+speed_kmh = 40
+
+[[plan]]
+do = "park"
+duration_s = 120
+
+[[plan]]
+do = "drive"
+distance_m = 600
+speed_kmh = 40
+
+[[plan]]
+do = "park"
+duration_s = 120
+"""
+
+
+@pytest.mark.slow
+def test_simulated_van_ignition_cycles_drive_trips(
+    agent_factory: Any, listener: Listener, tmp_path: Path
+) -> None:
+    """``telematics-sim run`` drives GNSS, the ELM327 and the ignition line, at x20 time."""
+    scale = 20.0
+    scenario = tmp_path / "short.toml"
+    scenario.write_text(SHORT_DRIVE)
+    sim = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "simulator.cli", "run", "--scenario", str(scenario)),
+            *("--time-scale", str(scale), "--dir", str(tmp_path / "sim"), "--hold"),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert sim.stdout is not None
+        devices = json.loads(sim.stdout.readline())
+        agent = agent_factory(
+            line_file=Path(devices["ignition"]),
+            debounce_s=2.0,
+            time_scale=scale,
+            gnss_port=devices["gnss"],
+            obd_port=devices["obd"],
+            extra_toml="[detect.trip]\nmin_stop_s = 60.0\n",
+        )
+        agent.wait_ready()
+
+        def count(kind: str) -> Callable[[list[Received]], int]:
+            return lambda ms: len(_payloads(ms, f"event/{kind}"))
+
+        # Park 20 s, drive, park 120 s, drive, park 120 s: about 20 s of real time at x20.
+        assert listener.wait_for(lambda ms: count("trip_start")(ms) >= 1, 20.0), agent.stderr()
+        # With a live fix and an adapter, locate and read_dtc have real answers.
+        for name in ("locate", "read_dtc"):
+            listener.client.publish(_topic(f"cmd/{name}"), json.dumps({"id": name}), qos=1)
+        assert listener.wait_for(
+            lambda ms: all(_payloads(ms, f"cmd/{n}/result") for n in ("locate", "read_dtc")),
+            10.0,
+        )
+        located = _payloads(listener.messages, "cmd/locate/result")[0]
+        assert located["ok"], located
+        assert abs(located["result"]["lat"] - 51.34) < 0.02
+        assert abs(located["result"]["lon"] - 12.38) < 0.02
+        assert located["result"]["fix_age_s"] < 5
+        lat = located["result"]["lat"]
+        assert listener.wait_for(
+            lambda ms: any(abs(p["lat"] - lat) < 1e-9 for p in _payloads(ms, "live")), 5.0
+        ), "locate published the live position"
+        # The ECU answers only once the engine runs; the adapter reads codes when it connects.
+        deadline = time.monotonic() + 10.0
+        while not _payloads(listener.messages, "cmd/read_dtc/result")[-1]["ok"]:
+            assert time.monotonic() < deadline, _payloads(listener.messages, "cmd/read_dtc/result")
+            n = len(_payloads(listener.messages, "cmd/read_dtc/result"))
+            listener.client.publish(_topic("cmd/read_dtc"), json.dumps({"id": "again"}), qos=1)
+            listener.wait_for(lambda ms, n=n: len(_payloads(ms, "cmd/read_dtc/result")) > n, 5.0)
+            time.sleep(0.5)
+        dtc = _payloads(listener.messages, "cmd/read_dtc/result")[-1]
+        assert isinstance(dtc["result"]["stored"], list)
+        assert listener.wait_for(lambda ms: count("ignition_off")(ms) >= 1, 20.0)
+        assert listener.wait_for(
+            lambda ms: any(p.get("parked") is True for p in _payloads(ms, "state")), 5.0
+        )
+        assert listener.wait_for(lambda ms: count("trip_end")(ms) >= 1, 20.0), agent.stderr()
+        assert listener.wait_for(lambda ms: count("trip_start")(ms) >= 2, 20.0)
+        assert listener.wait_for(lambda ms: count("trip_end")(ms) >= 2, 30.0)
+        assert listener.wait_for(
+            lambda ms: _payloads(ms, "state")[-1].get("parked") is True, 5.0
+        )
+        ons = _payloads(listener.messages, "event/ignition_on")
+        assert ons and all(p["data"]["source"] == "gpio" for p in ons)
+        trip = _payloads(listener.messages, "event/trip_end")[0]
+        assert trip["data"]["distance_km"] > 0.5, trip
+        health = _payloads(listener.messages, "health")[-1]
+        assert health["gnss"]["sats"] > 0 and "obd" in health
+    finally:
+        sim.terminate()
+        sim.wait(10)
