@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := mosquitto mosquitto-clients libsystemd-dev pkg-config nats-server gpsd-clients
+APT_PACKAGES := mosquitto mosquitto-clients libsystemd-dev pkg-config nats-server gpsd-clients debootstrap dpkg-dev fakeroot systemd util-linux
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 
@@ -29,7 +29,7 @@ apt:
 $(STAMP): pyproject.toml | apt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,systemd]'
+	$(BIN)/python -m pip install -q -e '.[dev,systemd,pi]'
 	@touch $@
 
 venv: apt $(STAMP)
