@@ -437,11 +437,12 @@ class VehicleModel:
         after_end = t_s > self.duration_s
         s = self.s_m[k]
         v = self.v_mps[k]
-        if not after_end and k + 1 < self.n:
+        below = min(int(t_s / DT_S), self.n - 1)
+        if not after_end and below + 1 < self.n:
             # Interpolate distance between samples so positions are smooth at any instant.
-            frac = (t_s - k * DT_S) / DT_S
+            frac = (t_s - below * DT_S) / DT_S
             if 0.0 < frac < 1.0:
-                s += (self.s_m[k + 1] - s) * frac
+                s = self.s_m[below] + (self.s_m[below + 1] - self.s_m[below]) * frac
         point = self.route.locate(s)
         out = self.outputs[k]
         speed_kmh = 0.0 if after_end else v * 3.6

@@ -203,7 +203,7 @@ def resolve_path(name_or_path: str | Path) -> Path:
     if path.exists():
         return path
     bundled = BUNDLED_DIR / f"{path.name.removesuffix('.toml')}.toml"
-    if not path.suffix and bundled.exists():
+    if len(path.parts) == 1 and bundled.exists():
         return bundled
     raise ScenarioError(f"{path}: no such scenario file (bundled: {', '.join(bundled_names())})")
 

@@ -199,6 +199,7 @@ class GNSSTalker:
         self.receiver = receiver
         self.epochs_written = 0
         self.epochs_skipped = 0
+        self.errors = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="gnss-talker", daemon=True)
 
@@ -231,16 +232,25 @@ class GNSSTalker:
                 )
                 n += skipped
                 continue
-            state = self.model.state_at(t_s)
-            data = self.receiver.epoch_bytes(state)
-            if state.gnss_online != self.device.online:
-                # Scenario unplug/replug: the port vanishes (EIO, then ENOENT) and comes back.
-                logger.info("GNSS receiver %s", "replugged" if state.gnss_online else "unplugged")
-                if state.gnss_online:
-                    self.device.replug()
-                else:
-                    self.device.unplug()
-            if state.gnss_online:
-                self.device.write(data)
-                self.epochs_written += 1
+            try:
+                self._emit(t_s)
+            except Exception:
+                # Supervision point: one bad epoch must not silence the receiver for good.
+                self.errors += 1
+                logger.exception("GNSS talker failed at t=%.1f s; continuing", t_s)
+                self._stop.wait(0.1)
             n += 1
+
+    def _emit(self, t_s: float) -> None:
+        state = self.model.state_at(t_s)
+        data = self.receiver.epoch_bytes(state)
+        if state.gnss_online != self.device.online:
+            # Scenario unplug/replug: the port vanishes (EIO, then ENOENT) and comes back.
+            logger.info("GNSS receiver %s", "replugged" if state.gnss_online else "unplugged")
+            if state.gnss_online:
+                self.device.replug()
+            else:
+                self.device.unplug()
+        if state.gnss_online:
+            self.device.write(data)
+            self.epochs_written += 1
