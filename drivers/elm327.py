@@ -136,11 +136,12 @@ def _parse_can_frames(lines: list[str]) -> list[ECUMessage]:
     for line in lines:
         if not _HEX_LINE.match(line):
             raise AdapterReplyError(ReplyErrorKind.GARBAGE, line[:40])
-    # Headers on: an 11-bit id (3 hex digits) then PCI and data, i.e. an odd digit count.
-    # Headers off: data bytes only (even count). 29-bit ids (8 digits) are even too, but
-    # then the PCI byte follows; we only need 11-bit CAN, the emulated and common case.
+    # Headers on: an 11-bit id (3 hex digits) then PCI and data, i.e. an odd digit count, or a
+    # 29-bit OBD response id 18DAF1xx (8 digits) then PCI and data. Headers off: data only.
     if all(len(line) % 2 == 1 and len(line) >= 7 for line in lines):
-        return _reassemble(lines)
+        return _reassemble(lines, 3)
+    if all(line.startswith("18DA") and len(line) >= 12 for line in lines):
+        return _reassemble(lines, 8)
     if all(len(line) % 2 == 0 for line in lines) and len(lines) == 1:
         return [ECUMessage("", bytes.fromhex(lines[0]))]
     if all(len(line) % 2 == 0 for line in lines):
@@ -149,12 +150,12 @@ def _parse_can_frames(lines: list[str]) -> list[ECUMessage]:
     raise AdapterReplyError(ReplyErrorKind.GARBAGE, "mixed frame layouts")
 
 
-def _reassemble(lines: list[str]) -> list[ECUMessage]:
-    """ISO-TP (ISO 15765-2) reassembly of frames printed with 11-bit headers, per ECU."""
+def _reassemble(lines: list[str], id_digits: int) -> list[ECUMessage]:
+    """ISO-TP (ISO 15765-2) reassembly of frames printed with CAN ids, per ECU."""
     pending: dict[str, tuple[int, bytearray, int]] = {}  # ecu -> (length, data, next seq)
     done: list[ECUMessage] = []
     for line in lines:
-        ecu, frame = line[:3], bytes.fromhex(line[3:])
+        ecu, frame = line[:id_digits], bytes.fromhex(line[id_digits:])
         pci_type = frame[0] >> 4
         if pci_type == 0:
             length = frame[0] & 0x0F

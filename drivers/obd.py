@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from drivers.elm327 import (
     BITMAP_PIDS,
@@ -47,6 +47,7 @@ from drivers.samples import (
 )
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 AIR_GAS_CONSTANT_J_PER_KG_K = 287.05
 CAN_PROTOCOLS = ("6", "7", "8", "9")  # ELM327 protocol numbers of ISO 15765-4
@@ -535,6 +536,17 @@ class OBDReader:
         self._silences = 0
         return [m.data for m in messages]
 
+    def _query(self, command: str, decode: Callable[[bytes], _T]) -> list[_T]:
+        """One ECU request, each message decoded; decoding failures are counted too."""
+        out: list[_T] = []
+        for data in self._ecu(command):
+            try:
+                out.append(decode(data))
+            except AdapterReplyError as exc:
+                self._count_error(exc)
+                raise
+        return out
+
     def _probe(self) -> None:
         """Supported PIDs (bitmaps), protocol, VIN and multi-PID capability; emits VehicleInfo."""
         session = self._require()
@@ -544,8 +556,7 @@ class OBDReader:
             if base and base not in supported:
                 break
             try:
-                for data in self._ecu(f"01{base:02X}"):
-                    values = decode_mode01(data)
+                for values in self._query(f"01{base:02X}", decode_mode01):
                     if base in values:
                         supported |= decode_bitmap(base, values[base])
             except AdapterReplyError:
@@ -560,9 +571,12 @@ class OBDReader:
             session.protocol_id = dpn[1:] if dpn.startswith("A") and len(dpn) > 1 else dpn
             session.protocol = protocol_name(session.protocol_id)
         self._protocol_hint = session.protocol_id or None
+        # CAN frames need their headers to tell ECUs and ISO-TP frames apart; the older buses'
+        # headers and checksums are of no use to us, so those run with headers off.
+        self._at("ATH1" if session.protocol_id in CAN_PROTOCOLS else "ATH0")
         try:
-            session.vin = next(decode_vin(d) for d in self._ecu("0902"))
-        except (AdapterReplyError, StopIteration):
+            session.vin = self._query("0902", decode_vin)[0]
+        except (AdapterReplyError, IndexError):
             session.vin = None
         session.multi = self._detect_multi(session)
         self._emit(
@@ -595,8 +609,8 @@ class OBDReader:
             return False
         try:
             got: set[int] = set()
-            for data in self._ecu(mode01_requests(pair, True)[0]):
-                got |= set(decode_mode01(data))
+            for values in self._query(mode01_requests(pair, True)[0], decode_mode01):
+                got |= set(values)
         except AdapterReplyError:
             return False
         if not set(pair) <= got:
@@ -618,8 +632,9 @@ class OBDReader:
 
     def _dtcs(self, service: str) -> tuple[str, ...]:
         codes: list[str] = []
-        for data in self._ecu(service):
-            codes += decode_dtcs(data, int(service, 16))
+        mode = int(service, 16)
+        for found in self._query(service, lambda data: decode_dtcs(data, mode)):
+            codes += found
         return tuple(dict.fromkeys(codes))
 
     def _read_voltage(self) -> None:
@@ -679,8 +694,8 @@ class OBDReader:
                 # ECUs that might answer too (python-obd's "fast" mode does the same).
                 command += f"{can_frames(bytes.fromhex(command[2:])):X}"
             try:
-                for data in self._ecu(command):
-                    raw.update(decode_mode01(data))
+                for values in self._query(command, decode_mode01):
+                    raw.update(values)
             except AdapterReplyError:
                 continue
         reading = self._builder.build(self._clock(), raw)

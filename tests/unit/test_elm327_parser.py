@@ -68,6 +68,15 @@ def test_single_frame_with_and_without_headers_and_spaces() -> None:
     assert parse_reply("010D\r41 0D 39\r\r", "010D")[0].data == bytes.fromhex("410D39")
 
 
+def test_29_bit_can_headers_and_two_ecus() -> None:
+    assert parse_reply("18 DA F1 10 03 41 0D 39\r") == [
+        ECUMessage("18DAF110", bytes.fromhex("410D39"))
+    ]
+    both = parse_reply("7E8 06 41 00 BE 3F A8 13\r7E9 06 41 00 98 18 80 10\r")
+    assert [m.ecu for m in both] == ["7E8", "7E9"]
+    assert parse_reply("7E8 03 41 0D 39\rNO DATA\r")[0].data == bytes.fromhex("410D39")
+
+
 def test_multi_frame_vin_both_layouts() -> None:
     framed = (
         "7E8 10 14 49 02 01 31 44 34\r7E8 21 47 50 30 30 52 35 35\r"
