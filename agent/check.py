@@ -97,9 +97,9 @@ class _Probe:
     """A probe running in its own thread; ``results`` is filled when it finishes."""
 
     names: tuple[str, ...]
-    thread: threading.Thread
     results: list[CheckResult] = field(default_factory=list)
     gnss_time: GNSSTime | None = None
+    finished: threading.Event = field(default_factory=threading.Event)
 
 
 # --- GNSS -------------------------------------------------------------------------------------
@@ -665,10 +665,16 @@ def probe_clock(ntp: bool | None, gnss_time: GNSSTime | None) -> CheckResult:
 
 
 def _start(names: tuple[str, ...], target: Callable[[_Probe], None]) -> _Probe:
-    probe = _Probe(names=names, thread=threading.Thread(target=lambda: None))
-    probe.thread = threading.Thread(target=target, args=(probe,), name=f"check-{names[0]}",
-                                    daemon=True)
-    probe.thread.start()
+    """Run ``target`` in a daemon thread: a probe stuck in a driver never blocks the exit."""
+    probe = _Probe(names=names)
+
+    def body() -> None:
+        try:
+            target(probe)
+        finally:
+            probe.finished.set()
+
+    threading.Thread(target=body, name=f"check-{names[0]}", daemon=True).start()
     return probe
 
 
@@ -725,17 +731,18 @@ def run_checks(config_path: str | Path, timeout_s: float = DEFAULT_TIMEOUT_S) ->
     ]
     deadline = started + timeout_s + JOIN_GRACE_S
     for probe in probes:
-        probe.thread.join(max(0.0, deadline - time.monotonic()))
+        probe.finished.wait(max(0.0, deadline - time.monotonic()))
     by_name: dict[str, CheckResult] = {}
     for probe in probes[:-1]:
-        if probe.thread.is_alive() or not probe.results:
+        if not probe.finished.is_set() or not probe.results:
             for n in probe.names:
                 by_name[n] = CheckResult(
                     n, Status.FAIL, f"did not finish within {timeout_s + JOIN_GRACE_S:.0f} s",
                     "a device or the network hangs; check it by hand and report this")
         else:
             by_name.update((r.name, r) for r in probe.results)
-    by_name["clock"] = probe_clock(ntp_result[0] if ntp_result else None, probes[0].gnss_time)
+    gnss_time = probes[0].gnss_time if probes[0].finished.is_set() else None
+    by_name["clock"] = probe_clock(ntp_result[0] if ntp_result else None, gnss_time)
     results += [by_name[n] for n in ITEMS[1:]]
     return results
 
