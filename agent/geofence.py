@@ -16,15 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from agent.errors import AgentError
+from agent.errors import ConfigError
 
 EARTH_RADIUS_M = 6_371_008.8
 
 Ring = tuple[tuple[float, float], ...]  # (x_m, y_m) in the fence's local projection
 
 
-class GeofenceError(AgentError, ValueError):
-    """A geofence file is missing, unreadable, or holds an invalid feature."""
+class GeofenceError(ConfigError):
+    """The geofence file named in the configuration is missing, unreadable, or invalid."""
 
 
 def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:

@@ -1,10 +1,11 @@
 """Event scores: record every bundled scenario, replay it, match the events against ground truth.
 
-For each scenario in ``simulator/scenarios/`` the simulator's capture (raw NMEA bytes, ELM327
-request/reply pairs, ignition levels, unplug/replug) is built in memory, replayed through the
-agent's full pipeline (the same code path as ``telematics-agent replay``) and every published
-event is matched against the truth derived from the vehicle model: same type, onset within the
-type's tolerance (``TOLERANCE_S``), each truth event matched at most once, nearest first.
+For each scenario in ``simulator/scenarios/``, in each of ``SETUPS``, the simulator's capture
+(raw NMEA bytes, ELM327 request/reply pairs, ignition levels, unplug/replug) is built in memory,
+replayed through the agent's full pipeline (the same code path as ``telematics-agent replay``)
+and every published event is matched against the truth derived from the vehicle model: same
+type, onset within the type's tolerance (``TOLERANCE_S``), each truth event matched at most once,
+nearest first.
 Precision = matched / detected, recall = matched / truth, per event type and overall.
 
 Run: ``.venv/bin/python -m bench.score_events`` (prints a table); ``run()`` returns the figures.
@@ -26,6 +27,7 @@ from agent.geofence import GeofenceSet, parse_geofences
 from agent.replay import replay_lines
 from simulator.capture import CaptureWriter
 from simulator.model import VehicleModel
+from simulator.nmea import Talker
 from simulator.scenario import bundled_names, load_scenario
 from simulator.truth import derive_truth
 
@@ -80,13 +82,21 @@ def scenario_config(scenario: Any) -> tuple[Any, GeofenceSet]:
     return cfg, fences
 
 
+# (GNSS epochs per second, talker, ELM327 variant) each scenario is recorded with.
+SETUPS: tuple[tuple[float, str, str], ...] = (
+    (1.0, "GP", "v1.5"),
+    (10.0, "GP", "v1.5"),
+    (1.0, "GN", "clone-v2.1"),  # no multi-PID requests, GN talker
+)
+
+
 def detect(
-    name: str, gnss_hz: float | None = None
+    name: str, gnss_hz: float = 1.0, talker: str = "GP", elm_variant: str = "v1.5"
 ) -> tuple[list[Found], list[Found], float, float]:
     """(detected, truth, simulated seconds, CPU seconds of the replay) for one scenario."""
     scenario = load_scenario(name)
     model = VehicleModel(scenario)
-    writer = CaptureWriter(model, scenario.seed, gnss_hz or 1.0)
+    writer = CaptureWriter(model, scenario.seed, gnss_hz, Talker(talker), elm_variant)
     lines = [json.dumps(writer.header())] + [json.dumps(r) for r in writer.records()]
     cfg, fences = scenario_config(scenario)
     start: dt.datetime = scenario.start_utc
@@ -135,8 +145,8 @@ def _ratio(num: int, den: int) -> float | None:
     return None if den == 0 else num / den
 
 
-def run(gnss_rates: tuple[float, ...] = (1.0, 10.0)) -> dict[str, Any]:
-    """Score every bundled scenario at each GNSS rate; figures per type, per scenario, overall."""
+def run(setups: tuple[tuple[float, str, str], ...] = SETUPS) -> dict[str, Any]:
+    """Score every bundled scenario in each setup; figures per type, per scenario, overall."""
     tp: Counter[str] = Counter()
     fp: Counter[str] = Counter()
     fn: Counter[str] = Counter()
@@ -144,23 +154,24 @@ def run(gnss_rates: tuple[float, ...] = (1.0, 10.0)) -> dict[str, Any]:
     sim_s = cpu_s = 0.0
     misses: list[str] = []
     for name in bundled_names():
-        for hz in gnss_rates:
-            detected, truth, duration_s, cpu = detect(name, hz)
+        for hz, talker, variant in setups:
+            detected, truth, duration_s, cpu = detect(name, hz, talker, variant)
+            label = f"{name}@{hz:g}Hz/{talker}/{variant}"
             a, b, c = match(detected, truth)
             tp += a
             fp += b
             fn += c
             sim_s += duration_s
             cpu_s += cpu
-            scenarios[f"{name}@{hz:g}Hz"] = {
+            scenarios[label] = {
                 "truth": len(truth),
                 "detected": len(detected),
                 "matched": sum(a.values()),
                 "false_positives": dict(b),
                 "false_negatives": dict(c),
             }
-            misses += [f"{name}@{hz:g}Hz: missed {t}" for t in sorted(c.elements())]
-            misses += [f"{name}@{hz:g}Hz: extra {t}" for t in sorted(b.elements())]
+            misses += [f"{label}: missed {t}" for t in sorted(c.elements())]
+            misses += [f"{label}: extra {t}" for t in sorted(b.elements())]
     types: dict[str, Any] = {}
     for etype in sorted(set(tp) | set(fp) | set(fn)):
         types[etype] = {
