@@ -421,7 +421,7 @@ class Daemon:
         """Collect on this thread (subprocess, /proc), encode and commit on the pipeline."""
         body = self._common_fields()
         body["versions"] = versions()
-        body["system"] = system_fields(self.state_dir)
+        body["host"] = system_fields(self.state_dir)
         body["stages"] = {r.name: round(r.age_s, 1) for r in self.monitor.check()}
 
         def commit() -> None:
