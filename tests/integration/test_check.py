@@ -329,6 +329,40 @@ def test_broker_refuses_authentication(tmp_path: Path) -> None:
     assert lines[-1].startswith("result: FAIL: 1 failed")
 
 
+def test_broker_username_and_password_over_mqtt5(tmp_path: Path) -> None:
+    """Credentials pass (MQTT 5 here; 3.1.1 everywhere else); a wrong password fails."""
+    passwords = tmp_path / "mosquitto.passwd"
+    subprocess.run(
+        ["mosquitto_passwd", "-c", "-b", str(passwords), "van-0042", "s3cret"],
+        check=True, capture_output=True, timeout=30,
+    )
+    passwords.chmod(0o644)
+    port = free_port()
+    workdir = tmp_path / "broker"
+    workdir.mkdir()
+    broker = Mosquitto(workdir, port=port, extra_conf=(
+        f"user root\nlistener {port} 127.0.0.1\nallow_anonymous false\n"
+        f"password_file {passwords}\n"
+    ))
+    secret = tmp_path / "password"
+    broker.start()
+    try:
+        secret.write_text("s3cret\n")  # the trailing newline an editor adds is not part of it
+        config = _config(
+            tmp_path, mqtt={"host": "127.0.0.1", "port": port, "protocol": "5",
+                            "username": "van-0042", "password_file": str(secret)},
+        )
+        rc, doc, _ = check_json(config, timeout_s=3.0)
+        assert rc == 0, doc
+        assert items(doc)["broker"]["status"] == "pass"
+        secret.write_text("wrong\n")
+        item = _broker_item(config)
+    finally:
+        broker.stop()
+    assert "refused the connection" in item["detail"], item
+    assert "username" in item["hint"] and "password" in item["hint"]
+
+
 def test_broker_host_that_does_not_resolve(tmp_path: Path) -> None:
     item = _broker_item(_config(tmp_path, mqtt={"host": "broker.invalid", "port": 8883}))
     assert "cannot resolve" in item["detail"] and "mqtt.host" in item["hint"]
