@@ -101,6 +101,11 @@ class Publisher:
         self._failure: str | None = None
         self._paho_error = ""
         self._live_edge_id = 0
+        # The drain starts once the broker has acknowledged the birth message: state "online"
+        # precedes data, and an ACL refusal of our own topics shows up here with a clear
+        # reason (mosquitto drops an MQTT 5 client that publishes QoS 0 where it may not).
+        self._birth_mid: int | None = None
+        self._birth_acked = False
         self._retry_now = False
         # "auto" starts with MQTT 5 and falls back to 3.1.1 for good once a broker refuses it.
         self.protocol = "3.1.1" if settings.protocol == "3.1.1" else "5"
@@ -210,7 +215,7 @@ class Publisher:
                 return
             self._connect()
             return
-        if self.connected and now >= self._hold_until:
+        if self.connected and self._birth_acked and now >= self._hold_until:
             self._fill_window()
         rc = self._client.loop(timeout=0.05)
         self._flush_acks()
@@ -224,10 +229,15 @@ class Publisher:
 
     def _lost_reason(self, rc: MQTTErrorCode) -> str:
         detail = self._paho_error
-        if "certificate" in detail.lower() or "alert" in detail.lower():
+        tls_level = any(w in detail.lower() for w in ("certificate", "alert", "_ssl.c", "ssl"))
+        if not self.connected and self.settings.tls.ca_file and tls_level:
+            # With TLS 1.3 the client finishes its handshake before the broker checks our
+            # certificate; a broker that refuses it just closes (or sends an alert), which
+            # paho only logs. Say what it almost certainly means.
             return (
-                "TLS: the broker rejected our client certificate "
-                f"({self.settings.tls.cert_file or 'none configured'}): {detail}"
+                "TLS: the broker rejected our client certificate"
+                f" {self.settings.tls.cert_file or '(none configured)'}: check that the"
+                f" broker's CA issued it and that it is valid now ({detail})"
             )
         base = "connection lost" if self.connected else "connection closed before CONNACK"
         return f"{base} ({mqtt.error_string(rc)}{': ' + detail if detail else ''})"
@@ -235,7 +245,17 @@ class Publisher:
     def _connect(self) -> None:
         s = self.settings
         self._paho_error = ""
-        self._client = self._make_client()
+        try:
+            self._client = self._make_client()
+        except ssl.SSLError as exc:
+            self._fail(
+                f"TLS: cannot use the client certificate {s.tls.cert_file} with the key"
+                f" {s.tls.key_file} ({exc.reason or exc})"
+            )
+            return
+        except OSError as exc:
+            self._fail(f"TLS: cannot read {exc.filename or 'a TLS file'} ({exc.strerror or exc})")
+            return
         self._connect_started = time.monotonic()
         kwargs: dict[str, Any] = {}
         if self.protocol == "5":
@@ -285,6 +305,8 @@ class Publisher:
         client, self._client = self._client, None
         was = self.connected
         self.connected = False
+        self._birth_acked = False
+        self._birth_mid = None
         if client is not None:
             try:
                 client.disconnect()
@@ -341,7 +363,10 @@ class Publisher:
         # paho swallows socket and TLS errors after the handshake (a rejected client
         # certificate arrives as an alert on the first read) and only logs them.
         if level == mqtt.MQTT_LOG_ERR:
-            self._paho_error = buf
+            logger.debug("paho: %s", buf)
+            # Keep the first error of an attempt: later ones only say the socket is gone.
+            if not self._paho_error:
+                self._paho_error = buf
 
     def _on_connect(
         self,
@@ -375,9 +400,11 @@ class Publisher:
         # Everything committed so far is backlog from this connection's point of view.
         self._live_edge_id = self.spool.last_id
         client.subscribe(self.identity.topic("cmd/+"), qos=1)
-        client.publish(
+        self._birth_acked = False
+        info = client.publish(
             self.identity.topic("state"), encode_payload(self._birth(True)), qos=1, retain=True
         )
+        self._birth_mid = info.mid
 
     def _on_disconnect(
         self,
@@ -398,6 +425,17 @@ class Publisher:
         reason: ReasonCode,
         props: Properties | None,
     ) -> None:
+        if mid == self._birth_mid:
+            self._birth_mid = None
+            if reason.is_failure:
+                self._failure = (
+                    f"broker refused our state topic {self.identity.topic('state')}: {reason}"
+                    f" (is device.id {self.identity.device_id!r} the identity the broker"
+                    " knows us by: client certificate CN or username?)"
+                )
+            else:
+                self._birth_acked = True
+            return
         entry_id = self._inflight.pop(mid, None)
         if entry_id is None:
             return

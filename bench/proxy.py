@@ -7,6 +7,7 @@ delivery tests (a dead zone: ``cut()`` drops every connection and refuses new on
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import socket
@@ -132,8 +133,6 @@ class DelayProxy:
 
 
 def _close(s: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         s.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
     s.close()

@@ -1,0 +1,232 @@
+"""The shipped mosquitto example (TLS + per-device ACL) against a real mosquitto."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.reasoncodes import ReasonCode
+
+from simulator.broker import Mosquitto, free_port
+from tests.contract import validate_all
+from tests.delivery import Van, delivered, mqtt_settings
+from tests.pki import CA, Issued, make_ca, make_cert
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "config" / "mosquitto.example.conf"
+ACL = REPO / "config" / "mosquitto.acl.example"
+
+
+@dataclass(frozen=True)
+class Fleet:
+    broker: Mosquitto
+    ca: CA
+    pki: Path
+
+    def cert(self, cn: str) -> Issued:
+        return make_cert(self.ca, self.pki, cn)
+
+
+def example_conf(port: int, ca: CA, server: Issued, acl: Path) -> str:
+    """config/mosquitto.example.conf with test paths and port; everything else as shipped."""
+    text = EXAMPLE.read_text()
+    subs = {
+        r"^listener .*$": f"listener {port} 127.0.0.1",
+        r"^cafile .*$": f"cafile {ca.cert_path}",
+        r"^certfile .*$": f"certfile {server.cert_path}",
+        r"^keyfile .*$": f"keyfile {server.key_path}",
+        r"^acl_file .*$": f"acl_file {acl}",
+        r"^persistence .*$": "persistence false",
+        r"^persistence_location .*$": "",
+    }
+    for pattern, repl in subs.items():
+        text, n = re.subn(pattern, repl, text, flags=re.M)
+        assert n == 1 or pattern.startswith("^persistence_"), pattern
+    # Started as root, mosquitto would drop to a user that cannot read pytest's temp dirs.
+    return "user root\n" + text
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    pki = tmp_path / "pki"
+    ca = make_ca(pki, "Fleet CA")
+    server = make_cert(ca, pki, "broker", server=True)
+    acl = tmp_path / "fleet.acl"
+    acl.write_text(ACL.read_text())
+    port = free_port()
+    work = tmp_path / "broker"
+    work.mkdir()
+    broker = Mosquitto(work, port=port, extra_conf=example_conf(port, ca, server, acl))
+    broker.start()
+    try:
+        yield Fleet(broker, ca, pki)
+    finally:
+        broker.stop()
+
+
+class Client:
+    """A paho client with a certificate from the fleet CA; records PUBACK reason codes."""
+
+    def __init__(self, fleet: Fleet, cn: str, *, v5: bool = True) -> None:
+        cert = fleet.cert(cn)
+        self.received: list[mqtt.MQTTMessage] = []
+        self.acks: dict[int, ReasonCode] = {}
+        self._cond = threading.Condition()
+        self.c = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"{cn}-{time.time_ns()}",
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+        )
+        self.c.tls_set(str(fleet.ca.cert_path), str(cert.cert_path), str(cert.key_path))
+        self.c.on_message = self._on_message
+        self.c.on_publish = self._on_publish
+        self.c.on_subscribe = self._on_subscribe
+        self.granted: list[ReasonCode] = []
+        self.c.connect("127.0.0.1", fleet.broker.port)
+        self.c.loop_start()
+
+    def _on_message(self, c: mqtt.Client, u: object, msg: mqtt.MQTTMessage) -> None:
+        with self._cond:
+            self.received.append(msg)
+            self._cond.notify_all()
+
+    def _on_publish(self, c: mqtt.Client, u: object, mid: int, rc: ReasonCode, p: object) -> None:
+        with self._cond:
+            self.acks[mid] = rc
+            self._cond.notify_all()
+
+    def _on_subscribe(
+        self, c: mqtt.Client, u: object, mid: int, rcs: list[ReasonCode], p: object
+    ) -> None:
+        with self._cond:
+            self.granted.extend(rcs)
+            self._cond.notify_all()
+
+    def wait(self, predicate: object, timeout_s: float = 10.0) -> bool:
+        assert callable(predicate)
+        with self._cond:
+            return self._cond.wait_for(predicate, timeout_s)
+
+    def publish(self, topic: str, payload: bytes) -> ReasonCode:
+        info = self.c.publish(topic, payload, qos=1)
+        assert self.wait(lambda: info.mid in self.acks), f"no PUBACK for {topic}"
+        return self.acks[info.mid]
+
+    def close(self) -> None:
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+def test_a_van_cannot_publish_under_another_vans_id(fleet: Fleet) -> None:
+    backend = Client(fleet, "backend-ingest")
+    backend.c.subscribe("fleet/v1/+/pos", qos=1)
+    assert backend.wait(lambda: backend.granted)
+    van1 = Client(fleet, "van-1")
+    try:
+        denied = van1.publish("fleet/v1/van-2/pos", b'{"forged": true}')
+        assert denied.is_failure and denied.getName() == "Not authorized"
+        own = van1.publish("fleet/v1/van-1/pos", b'{"own": true}')
+        assert not own.is_failure
+        assert backend.wait(lambda: len(backend.received) >= 1)
+        time.sleep(0.3)
+        assert [m.topic for m in backend.received] == ["fleet/v1/van-1/pos"]
+    finally:
+        van1.close()
+        backend.close()
+
+
+def test_with_mqtt_311_the_forged_publish_is_dropped_silently(fleet: Fleet) -> None:
+    # 3.1.1 has no way to refuse a PUBLISH: mosquitto acknowledges it and drops it.
+    backend = Client(fleet, "backend-ingest")
+    backend.c.subscribe("fleet/v1/+/pos", qos=1)
+    assert backend.wait(lambda: backend.granted)
+    van1 = Client(fleet, "van-1", v5=False)
+    try:
+        assert not van1.publish("fleet/v1/van-2/pos", b"{}").is_failure
+        van1.publish("fleet/v1/van-1/pos", b"{}")
+        assert backend.wait(lambda: len(backend.received) >= 1)
+        time.sleep(0.3)
+        assert [m.topic for m in backend.received] == ["fleet/v1/van-1/pos"]
+    finally:
+        van1.close()
+        backend.close()
+
+
+def test_a_van_reads_only_its_own_commands(fleet: Fleet) -> None:
+    commander = Client(fleet, "backend-commands")
+    van1 = Client(fleet, "van-1")
+    try:
+        van1.c.subscribe("fleet/v1/van-1/cmd/+", qos=1)
+        van1.c.subscribe("fleet/v1/van-2/cmd/+", qos=1)
+        assert van1.wait(lambda: len(van1.granted) == 2)
+        assert not van1.granted[0].is_failure
+        commander.publish("fleet/v1/van-2/cmd/ping", b"{}")
+        commander.publish("fleet/v1/van-1/cmd/ping", b"{}")
+        assert van1.wait(lambda: len(van1.received) >= 1)
+        time.sleep(0.3)
+        assert [m.topic for m in van1.received] == ["fleet/v1/van-1/cmd/ping"]
+    finally:
+        van1.close()
+        commander.close()
+
+
+def test_the_agent_delivers_through_the_example_config(fleet: Fleet, tmp_path: Path) -> None:
+    cert = fleet.cert("van-1")
+    backend = Client(fleet, "backend-ingest")
+    backend.c.subscribe("fleet/v1/#", qos=1)
+    assert backend.wait(lambda: backend.granted)
+    from agent.config import TLSSection
+
+    tls = TLSSection(str(fleet.ca.cert_path), str(cert.cert_path), str(cert.key_path))
+    van = Van(tmp_path / "van", mqtt_settings("127.0.0.1", fleet.broker.port, tls=tls))
+    try:
+        van.drive(150)
+        van.park()
+        last = van.seq.last_value
+        assert backend.wait(lambda: len(delivered(_as_received(backend)).seqs) == last, 15)
+    finally:
+        van.stop()
+        backend.close()
+    validate_all(_as_received(backend))
+
+
+def test_an_agent_with_another_vans_id_is_refused_and_keeps_its_data(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    from agent.config import TLSSection
+
+    cert = fleet.cert("van-1")
+    tls = TLSSection(str(fleet.ca.cert_path), str(cert.cert_path), str(cert.key_path))
+    van = Van(
+        tmp_path / "van",
+        mqtt_settings("127.0.0.1", fleet.broker.port, tls=tls),
+        device_id="van-2",
+        start=False,
+    )
+    van.drive(30)
+    van.park()
+    depth = van.spool.depth()
+    van.publisher.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not van.publisher.last_error:
+            time.sleep(0.05)
+        error = van.publisher.last_error
+        assert "refused our state topic" in error and "Not authorized" in error, error
+        time.sleep(0.5)
+        assert van.spool.depth() == depth > 0
+    finally:
+        van.stop()
+
+
+def _as_received(client: Client) -> list[object]:
+    from tests.listener import Received
+
+    with client._cond:
+        return [Received(m.topic, m.payload, bool(m.retain), m.qos) for m in client.received]
