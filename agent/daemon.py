@@ -81,9 +81,11 @@ class Daemon:
         self.started_mono = time.monotonic()
         self.identity = Identity(cfg.device.id, read_boot_id(), cfg.mqtt.prefix)
         self.seq = SequenceCounter(self.state_dir / "seq")
-        self.spool = Spool(self.state_dir / "spool", self.seq)
+        self.spool = Spool(self.state_dir / "spool", self.seq, max_bytes=cfg.spool.max_bytes)
         self.timebase = TimeBase(self.clock)
-        self.encoder = Encoder(self.identity, self.seq, self.timebase)
+        self.encoder = Encoder(
+            self.identity, self.seq, self.timebase, position_encoding=cfg.spool.encoding
+        )
         self.core = PipelineCore(
             self.encoder,
             build_detector(cfg),
