@@ -464,8 +464,11 @@ def probe_broker(cfg: agent_config.Config, timeout_s: float) -> list[CheckResult
     client.on_connect = on_connect
     client.on_disconnect = on_disconnect
     client.on_log = on_log
-    security = "TLS" if not tls else (
-        "TLS, client certificate" if m.tls.cert_file else "TLS, server certificate only")
+    security = ", ".join(part for part in (
+        "TLS" if tls else "plain MQTT, no TLS",
+        "client certificate" if tls and m.tls.cert_file else "",
+        f"user {m.username}" if m.username else "",
+    ) if part)
     try:
         client.connect(m.host, m.port, keepalive=max(5, int(timeout_s) + 5))
     except ssl.SSLCertVerificationError as exc:

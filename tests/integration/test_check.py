@@ -355,6 +355,7 @@ def test_broker_username_and_password_over_mqtt5(tmp_path: Path) -> None:
         rc, doc, _ = check_json(config, timeout_s=3.0)
         assert rc == 0, doc
         assert items(doc)["broker"]["status"] == "pass"
+        assert "(plain MQTT, no TLS, user van-0042)" in items(doc)["broker"]["detail"]
         secret.write_text("wrong\n")
         item = _broker_item(config)
     finally:
