@@ -422,24 +422,30 @@ class OBDReader:
         attempt = 0
         while not self._stop.is_set():
             self.last_progress = time.monotonic()
-            if self._session is None:
-                if not self._try_open(attempt):
-                    attempt += 1
-                    continue
-                attempt = 0
             try:
+                if self._session is None:
+                    if not self._try_open(attempt):
+                        attempt += 1
+                        continue
+                    attempt = 0
                 self._serve_once()
             except DeviceUnavailable as exc:
                 self._drop_session(f"adapter lost: {exc}")
             except AdapterReplyError as exc:
                 self._count_error(exc)
             except Exception:
-                # Supervision point: a bug must not kill the reader; reconnect from scratch.
+                # Supervision point: a bug here or in python-obd (whose handshake parses
+                # whatever the adapter sends) must not kill the reader; start again, backing off.
                 logger.exception("OBD reader failed; reconnecting")
                 self._count("errors.internal")
                 self._drop_session("internal error")
+                self._stop.wait(self._backoff_s(attempt))
+                attempt += 1
         if self._session is not None:
             self._close_session()
+
+    def _backoff_s(self, attempt: int) -> float:
+        return self.RECONNECT_BACKOFF_S[min(attempt, len(self.RECONNECT_BACKOFF_S) - 1)]
 
     def _try_open(self, attempt: int) -> bool:
         port = self.settings.port
@@ -454,8 +460,7 @@ class OBDReader:
         except DeviceUnavailable as exc:
             self._count("errors.connect")
             self._set_link(LinkState.DOWN, str(exc))
-            backoff = self.RECONNECT_BACKOFF_S[min(attempt, len(self.RECONNECT_BACKOFF_S) - 1)]
-            self._stop.wait(backoff)
+            self._stop.wait(self._backoff_s(attempt))
             return False
         self._count("reconnects" if self._link is not None else "connects")
         try:
@@ -491,7 +496,11 @@ class OBDReader:
         if not lines or lines == ["?"]:
             self._count(f"errors.{ReplyErrorKind.UNKNOWN_COMMAND}")
             return ""
-        return " ".join(lines) if command != "ATI" else text.strip().splitlines()[-1].strip()
+        if command == "ATI":
+            # Keep the version string as printed ("ELM327 v1.5"), minus anything unprintable.
+            last = text.strip().splitlines()[-1]
+            return "".join(ch for ch in last if ch.isprintable()).strip()[:40]
+        return " ".join(lines)
 
     def _require(self) -> Session:
         if self._session is None:

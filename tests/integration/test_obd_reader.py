@@ -351,3 +351,40 @@ def test_low_battery_stops_ecu_queries(tmp_path: Path, rigs: list[Rig]) -> None:
     van.update(battery_v=12.4)
     t_ok = time.monotonic()
     samples.wait_for(is_reading_with("rpm"), 3.0, after=t_ok)
+
+
+def test_a_device_that_is_not_an_elm327_is_reported_not_fatal(tmp_path: Path) -> None:
+    from simulator.pty import PtyDevice
+
+    device = PtyDevice(tmp_path / "junk")
+    device.plug()
+    stop = threading.Event()
+
+    def answer_junk() -> None:
+        while not stop.is_set():
+            if device.read(0.05):
+                device.write(b"\x00\xffZZ\r\n>")
+
+    thread = threading.Thread(target=answer_junk, daemon=True)
+    thread.start()
+    samples = Samples()
+    reader = OBDReader(
+        OBDSettings(port=str(device.link_path), timeout_s=0.3), samples.emit, time.monotonic
+    )
+    reader.start()
+    try:
+        _, down = samples.wait_for(lambda s: isinstance(s, LinkSample), 10.0)
+        assert isinstance(down, LinkSample) and down.state == LinkState.DOWN
+        assert "handshake" in down.reason
+        deadline = time.monotonic() + 10.0
+        while reader.stats().get("errors.connect", 0) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert reader.stats().get("errors.connect", 0) >= 2
+        assert "errors.internal" not in reader.stats()
+    finally:
+        t_stop = time.monotonic()
+        reader.stop(timeout_s=5.0)
+        stop.set()
+        device.unplug()
+    assert time.monotonic() - t_stop < 5.5
+    assert not samples.of(VehicleInfo)
