@@ -698,15 +698,31 @@ def apply(p: Plan) -> list[str]:
         raise
 
     # Secrets first and agent.toml last: the configuration never names a file not yet in place.
-    for tmp, f in staged:
-        os.replace(tmp, f.path)
+    # A rename within one directory fails only if the disk itself fails; say what happened.
+    for i, (tmp, f) in enumerate(staged):
+        try:
+            os.replace(tmp, f.path)
+        except OSError as exc:
+            for leftover, _ in staged[i:]:
+                leftover.unlink(missing_ok=True)
+            done = ", ".join(str(g.path) for _, g in staged[:i]) or "nothing"
+            raise ProvisionError(
+                f"cannot rename into {f.path} ({exc.strerror}); already replaced: {done}; "
+                "run provision again"
+            ) from None
         actions.append(f"wrote {f.path} (mode {f.mode:04o}{_owner_text(f.owner)})")
     for path in p.stale:
-        if path.exists():
-            path.unlink()
-            actions.append(f"removed {path} (no longer configured)")
+        try:
+            if path.exists():
+                path.unlink()
+                actions.append(f"removed {path} (no longer configured)")
+        except OSError as exc:
+            actions.append(f"could not remove the stale {path} ({exc.strerror}); delete it")
     for parent in {f.path.parent for f in todo}:
-        _fsync_dir(parent)
+        try:
+            _fsync_dir(parent)
+        except OSError:
+            logger.warning("cannot fsync directory %s", parent)
     return actions
 
 
