@@ -622,6 +622,10 @@ def _toml_value(value: Any) -> str:
         return _toml_string(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        # Only inside arrays (arrays of tables, e.g. geofences kept from a hand-edited file):
+        # an inline table reads back as the same list of tables.
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
     if isinstance(value, (dt.datetime, dt.date, dt.time)):
         return value.isoformat()
     raise ProvisionError(f"cannot write a value of type {type(value).__name__} to TOML")

@@ -74,9 +74,13 @@ _scalars = st.one_of(
     st.text(),
 )
 _keys = st.text(min_size=1, max_size=12)
+_arrays = st.one_of(
+    st.lists(_scalars, max_size=3),
+    st.lists(st.dictionaries(_keys, _scalars, max_size=3), max_size=3),  # arrays of tables
+)
 _tables = st.dictionaries(
     _keys,
-    st.one_of(_scalars, st.dictionaries(_keys, _scalars, max_size=4)),
+    st.one_of(_scalars, _arrays, st.dictionaries(_keys, _scalars, max_size=4)),
     max_size=5,
 )
 
