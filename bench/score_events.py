@@ -90,30 +90,36 @@ SETUPS: tuple[tuple[float, str, str], ...] = (
 )
 
 
-def detect(
-    name: str, gnss_hz: float = 1.0, talker: str = "GP", elm_variant: str = "v1.5"
-) -> tuple[list[Found], list[Found], float, float]:
-    """(detected, truth, simulated seconds, CPU seconds of the replay) for one scenario."""
-    scenario = load_scenario(name)
-    model = VehicleModel(scenario)
-    writer = CaptureWriter(model, scenario.seed, gnss_hz, Talker(talker), elm_variant)
-    lines = [json.dumps(writer.header())] + [json.dumps(r) for r in writer.records()]
-    cfg, fences = scenario_config(scenario)
-    start: dt.datetime = scenario.start_utc
-    started = time.process_time()
-    detected = [
-        Found(
-            m.payload["type"],
-            (
-                dt.datetime.fromisoformat(m.payload["ts"].replace("Z", "+00:00")) - start
-            ).total_seconds(),
-        )
-        for m in replay_lines(lines, cfg, source=name, geofences=fences)
-        if "/event/" in m.topic
-    ]
-    cpu_s = time.process_time() - started
-    truth = [Found(e.type.value, e.t_s) for e in derive_truth(model)]
-    return detected, truth, model.duration_s, cpu_s
+class Drive:
+    """One scenario's vehicle model and truth, built once and recorded in several setups."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.scenario = load_scenario(name)
+        self.model = VehicleModel(self.scenario)
+        self.truth = [Found(e.type.value, e.t_s) for e in derive_truth(self.model)]
+
+    def detect(
+        self, gnss_hz: float = 1.0, talker: str = "GP", elm_variant: str = "v1.5"
+    ) -> tuple[list[Found], float]:
+        """(detected events, CPU seconds of the replay) for one recording setup."""
+        scenario = self.scenario
+        writer = CaptureWriter(self.model, scenario.seed, gnss_hz, Talker(talker), elm_variant)
+        lines = [json.dumps(writer.header())] + [json.dumps(r) for r in writer.records()]
+        cfg, fences = scenario_config(scenario)
+        start: dt.datetime = scenario.start_utc
+        started = time.process_time()
+        detected = [
+            Found(
+                m.payload["type"],
+                (
+                    dt.datetime.fromisoformat(m.payload["ts"].replace("Z", "+00:00")) - start
+                ).total_seconds(),
+            )
+            for m in replay_lines(lines, cfg, source=self.name, geofences=fences)
+            if "/event/" in m.topic
+        ]
+        return detected, time.process_time() - started
 
 
 def match(
@@ -154,8 +160,10 @@ def run(setups: tuple[tuple[float, str, str], ...] = SETUPS) -> dict[str, Any]:
     sim_s = cpu_s = 0.0
     misses: list[str] = []
     for name in bundled_names():
+        drive = Drive(name)
+        truth, duration_s = drive.truth, drive.model.duration_s
         for hz, talker, variant in setups:
-            detected, truth, duration_s, cpu = detect(name, hz, talker, variant)
+            detected, cpu = drive.detect(hz, talker, variant)
             label = f"{name}@{hz:g}Hz/{talker}/{variant}"
             a, b, c = match(detected, truth)
             tp += a
