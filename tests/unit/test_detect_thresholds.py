@@ -364,3 +364,80 @@ def test_geofence_pass_through_between_two_fixes() -> None:
     (exit_,) = of(events, EventType.GEOFENCE_EXIT)
     assert a.ts_mono < enter.ts_mono < exit_.ts_mono < b.ts_mono
     assert enter.data["pass_through"] is True
+
+
+@pytest.mark.parametrize(
+    ("volts", "hold_s", "on"), [(13.1, 10.0, False), (13.3, 2.5, False), (13.3, 3.5, True)]
+)
+def test_ignition_voltage_fallback(volts: float, hold_s: float, on: bool) -> None:
+    samples = [OBDReading(0.0, voltage_v=12.5)]
+    samples += [OBDReading(1.0 + k * 0.5, voltage_v=volts) for k in range(int(hold_s / 0.5) + 1)]
+    events = of(run(samples), EventType.IGNITION_ON)
+    assert len(events) == int(on)
+    if on:
+        assert events[0].ts_mono == 1.0
+        assert events[0].data["source"] == "voltage"
+
+
+def test_ignition_rpm_fallback_without_gpio() -> None:
+    samples = [OBDReading(t, rpm=0.0) for t in (0.0, 1.0)]
+    samples += [OBDReading(t, rpm=800.0) for t in (2.0, 3.0)]
+    samples += [OBDReading(t, rpm=0.0) for t in (4.0, 5.0)]
+    events = run(samples)
+    assert [
+        (e.type, e.ts_mono) for e in of(events, EventType.IGNITION_ON, EventType.IGNITION_OFF)
+    ] == [
+        (EventType.IGNITION_ON, 2.0),
+        (EventType.IGNITION_OFF, 4.0),
+    ]
+
+
+def test_gpio_ignition_outranks_rpm() -> None:
+    samples = [IgnitionSample(0.0, False), OBDReading(1.0, rpm=900.0), OBDReading(2.0, rpm=900.0)]
+    assert not of(run(samples), EventType.IGNITION_ON)
+
+
+@pytest.mark.parametrize(("hdop", "trips"), [(5.5, False), (4.5, True)])
+def test_gnss_speed_needs_a_good_enough_fix(hdop: float, trips: bool) -> None:
+    d = Drive(obd=False, hdop=hdop).ignition(True).park(5).to_speed(20, 1.0).cruise(15)
+    assert len(of(run(d.samples()), EventType.TRIP_START)) == int(trips)
+
+
+@pytest.mark.parametrize(("age_s", "source"), [(2.0, "obd"), (3.0, "gnss")])
+def test_stale_obd_speed_falls_back_to_gnss(age_s: float, source: str) -> None:
+    chain = build_detectors(config())
+    chain.feed(IgnitionSample(0.0, True))
+    chain.feed(OBDReading(1.0, speed_kmh=40.0, rpm=1500.0))
+    chain.feed(dataclasses.replace(_fix(1.0 + age_s), speed_mps=5.0))
+    assert chain.motion.speed_source == source
+
+
+@pytest.mark.parametrize(("jump_m", "accepted"), [(25.0, True), (40.0, False)])
+def test_multipath_jump_gate(jump_m: float, accepted: bool) -> None:
+    chain = build_detectors(config())
+    chain.feed(IgnitionSample(0.0, False))
+    chain.feed(_fix(1.0))
+    jumped = _fix(2.0, lat=52.5 + jump_m / 111_195)
+    chain.feed(jumped)
+    assert (chain.motion.fix is jumped) == accepted
+
+
+@pytest.mark.parametrize(("low_s", "fires"), [(15.0, False), (25.0, True)])
+def test_low_fuel_needs_to_stay_low(low_s: float, fires: bool) -> None:
+    samples = [OBDReading(0.0, fuel_level_pct=9.0), OBDReading(low_s, fuel_level_pct=9.0)]
+    samples.append(OBDReading(low_s + 5.0, fuel_level_pct=11.0))
+    assert len(of(run(samples), EventType.LOW_FUEL)) == int(fires)
+
+
+def test_low_fuel_once_until_refuelled() -> None:
+    levels = [9.0, 9.0, 9.0, 12.0, 9.0, 9.0, 9.0, 40.0, 9.0, 9.0, 9.0]
+    samples = [OBDReading(k * 20.0, fuel_level_pct=v) for k, v in enumerate(levels)]
+    assert [e.ts_mono for e in of(run(samples), EventType.LOW_FUEL)] == [0.0, 160.0]
+
+
+@pytest.mark.parametrize(("creep_s", "ends"), [(2.0, False), (4.5, True)])
+def test_stop_ends_only_after_moving_long_enough(creep_s: float, ends: bool) -> None:
+    d = _cruising(30).to_speed(0, 2.0).park(200)
+    d.to_speed(10, 2.0).cruise(creep_s - 1.4).to_speed(0, 2.0).park(60)
+    events = [e for e in of(run(d.samples()), EventType.STOP_END) if e.ts_mono < d.now - 1]
+    assert len(events) == int(ends)
