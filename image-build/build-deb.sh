@@ -44,7 +44,7 @@ telematics-agent[systemd,pi]==$version
 cryptography>=42
 REQS
 "$python" -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$wheels" \
-    "$repo[systemd,pi]" "cryptography>=42"
+    "${repo}[systemd,pi]" "cryptography>=42"
 
 install -D -m 0644 "$repo/systemd/telematics-agent.service" "$stage/lib/systemd/system/telematics-agent.service"
 install -D -m 0644 "$repo/systemd/telematics-firstboot.service" "$stage/lib/systemd/system/telematics-firstboot.service"
