@@ -223,3 +223,96 @@ def test_local_rules_example_parses_when_uncommented() -> None:
         assert all(parts), line
         roles = [p["value"] for p in parts if p and p["attr"] == "TELEMATICS_ROLE"]
         assert roles and roles[0] in {"gnss", "obd", "ignore"}, line
+
+
+def udev_test(
+    rules: dict[str, str], tmp_path: Path, device: str
+) -> subprocess.CompletedProcess[str]:
+    """`udevadm test` of one tty with exactly these rules files, isolated from the host.
+
+    udevadm test really creates /dev links and /run/udev entries, so it runs in a private mount
+    namespace with the rules directory bound over /etc/udev/rules.d and tmpfs over /run and /dev.
+    """
+    rules_dir = tmp_path / "rules.d"
+    rules_dir.mkdir()
+    for name, text in rules.items():
+        (rules_dir / name).write_text(text, encoding="utf-8")
+    script = (
+        "mount --make-rprivate / && "
+        f"mount --bind {rules_dir} /etc/udev/rules.d && "
+        "mount -t tmpfs none /run && mount -t tmpfs none /dev && "
+        f"udevadm test /sys/class/tty/{device}"
+    )
+    return subprocess.run(
+        ["unshare", "--mount", "sh", "-c", script],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def udev_complaints(output: str) -> list[str]:
+    # udev reports a bad rule as "<file>:<line> <problem>" and carries on. Only ours count: the
+    # host's own rules in /usr/lib/udev/rules.d are read too.
+    return [line for line in output.splitlines() if re.match(r"\S+-telematics\S*\.rules:\d+", line)]
+
+
+def udev_properties(output: str) -> dict[str, str]:
+    return dict(
+        line.split("=", 1) for line in output.splitlines() if re.fullmatch(r"[A-Z_]+=.*", line)
+    )
+
+
+@pytest.fixture
+def plain_tty() -> str:
+    # CI has no USB adapters; a kernel tty that is certainly there stands in for one.
+    for name in ("ttyS0", "tty1", "tty0"):
+        if Path("/sys/class/tty", name).exists():
+            return name
+    raise AssertionError("no tty in /sys/class/tty to run udevadm test on")
+
+
+def test_udev_parses_the_rules_and_leaves_other_ttys_alone(tmp_path: Path, plain_tty: str) -> None:
+    example = (SYSTEMD_DIR / "98-telematics-local.rules.example").read_text(encoding="utf-8")
+    local = "\n".join(line[1:] for line in example.splitlines() if line.startswith("#SUBSYSTEM"))
+    result = udev_test(
+        {
+            "99-telematics.rules": (SYSTEMD_DIR / "99-telematics.rules").read_text(
+                encoding="utf-8"
+            ),
+            "98-telematics-local.rules": local + "\n",
+        },
+        tmp_path,
+        plain_tty,
+    )
+    assert (
+        "Reading rules file: /etc/udev/rules.d/99-telematics.rules" in result.stderr + result.stdout
+    )
+    assert udev_complaints(result.stderr + result.stdout) == []
+    properties = udev_properties(result.stdout)
+    assert "gnss0" not in properties.get("DEVLINKS", "")
+    assert "obd0" not in properties.get("DEVLINKS", "")
+    assert "ID_MM_DEVICE_IGNORE" not in properties
+
+
+@pytest.mark.parametrize(
+    ("role", "link"), [("gnss", "/dev/gnss0"), ("obd", "/dev/obd0"), ("ignore", None), (None, None)]
+)
+def test_udev_technician_role_picks_the_link(
+    tmp_path: Path, plain_tty: str, role: str | None, link: str | None
+) -> None:
+    # USB vendor/product matching needs a USB parent in sysfs, which cannot be faked; the role
+    # path is tested on a kernel tty by widening the rules' KERNEL filter to it.
+    shipped = (SYSTEMD_DIR / "99-telematics.rules").read_text(encoding="utf-8")
+    widened = shipped.replace('KERNEL!="ttyUSB[0-9]*|ttyACM[0-9]*"', f'KERNEL!="{plain_tty}"')
+    assert widened != shipped
+    rules = {"99-telematics.rules": widened}
+    if role:
+        rules["98-telematics-local.rules"] = (
+            f'SUBSYSTEM=="tty", KERNEL=="{plain_tty}", ENV{{TELEMATICS_ROLE}}="{role}"\n'
+        )
+    result = udev_test(rules, tmp_path, plain_tty)
+    assert udev_complaints(result.stderr + result.stdout) == []
+    properties = udev_properties(result.stdout)
+    links = properties.get("DEVLINKS", "").split()
+    assert [x for x in links if x in ("/dev/gnss0", "/dev/obd0")] == ([link] if link else [])
+    # A port given a role, even "ignore", is kept from ModemManager; an unknown one is not touched.
+    assert ("ID_MM_DEVICE_IGNORE" in properties) == (role is not None)
