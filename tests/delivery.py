@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,7 @@ class Van:
         flush_interval_s: float = 10.0,
         max_bytes: int = 64 * 1024 * 1024,
         start: bool = True,
+        on_command: Callable[[str, bytes], None] | None = None,
     ) -> None:
         self.clock = VirtualClock(0.0, START_UTC)
         self.identity = Identity(device_id, f"boot-{device_id}", mqtt.prefix)
@@ -70,7 +71,9 @@ class Van:
             flush_interval_s=flush_interval_s,
             max_batch_records=max_batch_records,
         )
-        self.publisher = Publisher(mqtt, self.identity, self.spool, birth=self.state_payload)
+        self.publisher = Publisher(
+            mqtt, self.identity, self.spool, birth=self.state_payload, on_command=on_command
+        )
         self.t_s = 0.0
         self.events = 0
         if start:

@@ -190,3 +190,33 @@ def test_stop_publishes_offline_and_the_will_covers_a_crash(
         10,
     )
     validate_all(listener.messages)
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_persistent_session_delivers_commands_sent_while_offline(
+    tmp_path: Path, mosquitto: Mosquitto, link: DelayProxy, protocol: str
+) -> None:
+    import paho.mqtt.client as mqtt
+
+    got: list[tuple[str, bytes]] = []
+    van = Van(
+        tmp_path / "van",
+        mqtt_settings(link.host, link.port, protocol=protocol),
+        on_command=lambda name, body: got.append((name, body)),
+    )
+    try:
+        assert wait_until(lambda: van.publisher.connected, 10)
+        time.sleep(0.3)  # let the SUBACK come back
+        link.cut()
+        assert wait_until(lambda: not van.publisher.connected, 10)
+        backend = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="backend-cmd")
+        backend.connect(mosquitto.host, mosquitto.port)
+        backend.loop_start()
+        backend.publish("fleet/v1/van-1/cmd/ping", b'{"id": "c-1"}', qos=1).wait_for_publish(5)
+        backend.loop_stop()
+        backend.disconnect()
+        link.restore()
+        assert wait_until(lambda: got, 15), "the broker kept the command for the session"
+        assert got == [("ping", b'{"id": "c-1"}')]
+    finally:
+        van.stop()

@@ -117,3 +117,20 @@ def test_delivery_through_nats_mqtt_with_an_outage(nats: NATSServer, tmp_path: P
         assert state["online"] is False
     finally:
         late.close()
+
+
+def test_forcing_mqtt_5_on_nats_gives_a_clear_error(nats: NATSServer, tmp_path: Path) -> None:
+    van = Van(tmp_path / "van", mqtt_settings(nats.host, nats.port, protocol="5"), start=False)
+    van.drive(20)
+    van.park()
+    depth = van.spool.depth()
+    van.publisher.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not van.publisher.last_error:
+            time.sleep(0.05)
+        assert "unsupported protocol version" in van.publisher.last_error.lower()
+        assert van.publisher.protocol == "5", "no fallback when the config insists on 5"
+        assert van.spool.depth() == depth > 0
+    finally:
+        van.stop()
