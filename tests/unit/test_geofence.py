@@ -145,3 +145,9 @@ def test_bundled_scenario_geofences_load() -> None:
     path = Path(__file__).parents[2] / "simulator" / "scenarios" / "urban_geofences.geojson"
     fences = load_geofences(path)
     assert {f.id for f in fences.fences} >= {"depot"}
+
+
+def test_example_geofences_load() -> None:
+    fences = load_geofences(Path(__file__).parents[2] / "config" / "geofences.example.geojson")
+    assert fences.fences
+    assert all(f.id for f in fences.fences)
