@@ -92,10 +92,12 @@ def van() -> Van:
 def python_obd(
     tmp_path: Path, van: Van, request: pytest.FixtureRequest
 ) -> Iterator[tuple[obd.OBD, ELM327Server]]:
-    variant = getattr(request, "param", "v1.5")
+    variant, protocol = getattr(request, "param", ("v1.5", None))
     server = ELM327Server(van, tmp_path / "obd0", variant=variant, latency_s=0.01)
     server.start()
-    connection = obd.OBD(str(server.path), baudrate=38400)
+    # protocol=None runs python-obd's automatic search (three seconds of fixed waits);
+    # "6" (CAN 11/500) skips it.
+    connection = obd.OBD(str(server.path), baudrate=38400, protocol=protocol)
     try:
         yield connection, server
     finally:
@@ -141,7 +143,7 @@ def test_python_obd_connects_and_reads_every_pid(python_obd: tuple[obd.OBD, ELM3
     assert connection.query(SPEED_AND_RPM, force=True).value == [0x0D, 0x0C]
 
 
-@pytest.mark.parametrize("python_obd", ["clone-v2.1"], indirect=True)
+@pytest.mark.parametrize("python_obd", [("clone-v2.1", "6")], indirect=True)
 def test_clone_refuses_multi_pid(python_obd: tuple[obd.OBD, ELM327Server]) -> None:
     connection, _server = python_obd
     assert connection.query(obd.commands.ELM_VERSION).value == "ELM327 v2.1"
@@ -149,6 +151,7 @@ def test_clone_refuses_multi_pid(python_obd: tuple[obd.OBD, ELM327Server]) -> No
     assert connection.query(SPEED_AND_RPM, force=True).value == [0x0D]
 
 
+@pytest.mark.parametrize("python_obd", [("v1.5", "6")], indirect=True)
 def test_ignition_off_gives_no_data_but_voltage(python_obd: tuple[obd.OBD, ELM327Server],
                                                 van: Van) -> None:
     connection, _server = python_obd
