@@ -141,7 +141,13 @@ class ReadingBuilder:
             return None
         return got[1]
 
-    def build(self, ts: float, raw: dict[int, bytes]) -> OBDReading | None:
+    def build(
+        self, ts: float, raw: dict[int, bytes], supported: Iterable[int] = ()
+    ) -> OBDReading | None:
+        """``supported``: the car's PIDs, when known. A derivation is used only when no better
+        source is supported, so one-PID-per-request rounds (clones, captures) never report a
+        MAF figure for a car whose ECU reports PID 5E in another request."""
+        known = frozenset(supported)
         values: dict[str, float] = {}
         for pid, data in raw.items():
             spec = PIDS.get(pid)
@@ -155,10 +161,10 @@ class ReadingBuilder:
         fields: dict[str, Any] = dict(values)
         if "fuel_rate_lph" in values:
             fields["fuel_rate_source"] = FuelRateSource.PID_5E
-        elif "maf_gps" in values:
+        elif "maf_gps" in values and 0x5E not in known:
             fields["fuel_rate_lph"] = maf_fuel_rate_lph(values["maf_gps"], self.fuel)
             fields["fuel_rate_source"] = FuelRateSource.MAF
-        elif "map_kpa" in values:
+        elif "map_kpa" in values and not known & {0x5E, 0x10}:
             rpm = values.get("rpm", self._recall("rpm", ts))
             intake = values.get("intake_c", self._recall("intake_c", ts))
             if rpm is not None and intake is not None:
@@ -707,7 +713,7 @@ class OBDReader:
                     raw.update(values)
             except AdapterReplyError:
                 continue
-        reading = self._builder.build(self._clock(), raw)
+        reading = self._builder.build(self._clock(), raw, session.supported)
         if reading is not None:
             self._count("readings")
             self._count("values", len(raw))
@@ -780,7 +786,7 @@ class OBDReplayDecoder:
                 return []
             if len(raw) > 1:
                 self._multi = True
-            reading = self._builder.build(t, raw)
+            reading = self._builder.build(t, raw, self._supported)
             return [reading] if reading is not None else []
         raise AdapterReplyError(ReplyErrorKind.MISMATCH, f"request {command[:12]!r} not decoded")
 

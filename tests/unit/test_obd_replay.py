@@ -104,6 +104,18 @@ def test_clone_capture_one_pid_per_request_with_echo_and_no_headers() -> None:
     assert samples[2].fuel_rate_lph == pytest.approx(maf_fuel_rate_lph(12.34, FUELS["petrol"]))
 
 
+def test_one_pid_rounds_use_only_the_best_supported_fuel_source() -> None:
+    elm = ELM327("clone-v2.1")
+    elm.handle("ATE0", STATE)
+    decoder = OBDReplayDecoder(OBDSettings())
+    samples = []
+    for request, reply in record(elm, ["0100", "0120", "0140", "0160", "0104",
+                                       "015E", "0110", "010B", "010F"]):
+        samples += decoder.feed(2.0, request, reply)
+    sources = [s.fuel_rate_source for s in samples if isinstance(s, OBDReading)]
+    assert sources == [None, FuelRateSource.PID_5E, None, None, None]
+
+
 def test_ignition_off_and_garbage_are_counted_not_raised() -> None:
     elm = ELM327()
     elm.handle("ATE0", STATE)
