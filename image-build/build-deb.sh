@@ -59,6 +59,11 @@ mkdir -p "$docs"
 for doc in docs/install.md image-build/README.md config/agent.example.toml; do
     [ -f "$repo/$doc" ] && install -m 0644 "$repo/$doc" "$docs/$(basename "$doc")"
 done
+install -m 0644 "$here/debian/copyright" "$docs/copyright"
+# A native package's changelog; -n keeps the gzip reproducible (no name or time stamp).
+printf 'telematics-agent (%s) stable; urgency=medium\n\n  * Release %s.\n\n -- %s  %s\n' \
+    "$version" "$version" "telematics-agent maintainers <telematics-agent@example.invalid>" \
+    "$(date -R -u -d "@${SOURCE_DATE_EPOCH:-$(date +%s)}")" | gzip -9n > "$docs/changelog.gz"
 mkdir -p "$stage/usr/bin"
 # Dangling until postinst has built the virtualenv.
 ln -s /opt/telematics-agent/bin/telematics-agent "$stage/usr/bin/telematics-agent"
