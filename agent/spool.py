@@ -17,7 +17,7 @@ from typing import Any
 
 import persistqueue
 
-from agent.encoder import Lane, Message
+from agent.encoder import ZLIB_COLUMNS, Lane, Message, batch_records, encode_columns
 from agent.errors import SpoolError
 from agent.sequence import SequenceCounter
 
@@ -44,6 +44,8 @@ class _Row:
     lane: Lane
     nbytes: int
     committed_at: float
+    records: int = 1  # position records in a pos batch
+    thinned: bool = False
 
 
 class _RowSerializer:
@@ -84,8 +86,10 @@ class Spool:
 
     When the payload bytes would exceed ``max_bytes`` the oldest position batches not in flight
     are evicted first, other entries (events) only when no position batch is left; every
-    eviction is counted by lane. A spool file that SQLite cannot read at start is renamed to
-    ``data.db.corrupt-<unix time>`` (kept for inspection) and replaced.
+    eviction is counted by lane. With ``thin_keep_every = N`` (N >= 2) the oldest batches are
+    first thinned to every Nth record (first and last kept, payload marked ``thinned: N``), and
+    whole batches go only once every batch is thinned. A spool file that SQLite cannot read at
+    start is renamed to ``data.db.corrupt-<unix time>`` (kept for inspection) and replaced.
 
     Writes go through persist-queue. Reads and acknowledgements do not: its ``get`` and
     ``ack`` commit one transaction (one fsync) per row, and its ``get`` scans past every acked
@@ -103,10 +107,12 @@ class Spool:
         seq: SequenceCounter,
         *,
         max_bytes: int = 64 * 1024 * 1024,
+        thin_keep_every: int = 0,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.directory = Path(directory)
         self.max_bytes = max_bytes
+        self.thin_keep_every = thin_keep_every
         self._seq = seq
         self._wall = wall_clock
         self._lock = threading.Lock()
@@ -118,7 +124,9 @@ class Spool:
         self.committed = 0
         self.acked = 0
         self.evicted_positions = 0
+        self.evicted_position_records = 0
         self.evicted_events = 0
+        self.thinned_records = 0
         self.quarantined = 0
         self.corrupt_rows = 0
         try:
@@ -178,15 +186,19 @@ class Spool:
 
     def _load_index(self) -> None:
         """Rebuild lane, size and age of every unacknowledged row (one query at start)."""
+        # Rows that are not JSON get a NULL text, hence a NULL lane: set aside below.
         sql = (
-            f"SELECT _id, length(data), timestamp, CASE WHEN json_valid(CAST(data AS TEXT))"
-            f" THEN json_extract(CAST(data AS TEXT), '$.lane') END"
-            f" FROM {_TABLE} WHERE status < {_STATUS_ACKED} ORDER BY _id"
+            "SELECT _id, n, ts, json_extract(t, '$.lane'), json_extract(t, '$.payload.count'),"
+            " json_extract(t, '$.payload.thinned') FROM"
+            " (SELECT _id, length(data) AS n, timestamp AS ts,"
+            "  CASE WHEN json_valid(CAST(data AS TEXT)) THEN CAST(data AS TEXT) END AS t"
+            f"  FROM {_TABLE} WHERE status < {_STATUS_ACKED})"
+            " ORDER BY _id"
         )
         bad: list[int] = []
-        for row_id, nbytes, ts, lane in self._db.execute(sql):
+        for row_id, nbytes, ts, lane, count, thinned in self._db.execute(sql):
             try:
-                row = _Row(Lane(lane), int(nbytes), float(ts))
+                row = _Row(Lane(lane), int(nbytes), float(ts), int(count or 1), thinned is not None)
             except (ValueError, TypeError):
                 bad.append(int(row_id))
                 continue
@@ -231,12 +243,15 @@ class Spool:
                     row_id = int(self._q.put(data))
                 except sqlite3.Error as exc:
                     raise SpoolError(f"cannot write to the spool: {exc}") from exc
-                self._track(row_id, _Row(m.lane, len(data), self._wall()))
+                records = m.payload.get("count", 1) if m.lane is Lane.POSITION else 1
+                self._track(row_id, _Row(m.lane, len(data), self._wall(), int(records)))
                 self._last_id = max(self._last_id, row_id)
                 self.committed += 1
 
     def _make_room(self, nbytes: int) -> None:
         while self._bytes + nbytes > self.max_bytes:
+            if self.thin_keep_every >= 2 and self._thin_oldest():
+                continue
             victim = _oldest_ready(self._positions, self._inflight)
             lane_positions = victim is not None
             if victim is None:
@@ -244,9 +259,10 @@ class Spool:
             if victim is None:
                 return  # everything left is in flight; it goes once acknowledged
             self._delete([victim])
-            self._untrack(victim)
+            row = self._untrack(victim)
             if lane_positions:
                 self.evicted_positions += 1
+                self.evicted_position_records += row.records if row else 0
             else:
                 self.evicted_events += 1
             if self.evicted_positions + self.evicted_events in (1, 10, 100, 1000) or (
@@ -258,6 +274,46 @@ class Spool:
                     self.evicted_positions,
                     self.evicted_events,
                 )
+
+    def _thin_oldest(self) -> bool:
+        """Thin the oldest unthinned position batch not in flight; False if there is none."""
+        n = self.thin_keep_every
+        for row_id, row in self._positions.items():
+            if row.thinned or row_id in self._inflight:
+                continue
+            row.thinned = True
+            (data,) = self._db.execute(
+                f"SELECT data FROM {_TABLE} WHERE _id = ?", (row_id,)
+            ).fetchone()
+            try:
+                message = _message(json.loads(data))
+                records = batch_records(message.payload)
+            except (KeyError, ValueError, TypeError):
+                continue  # left whole; eviction deals with it
+            if len(records) <= 2:
+                continue
+            kept = records[::n]
+            if kept[-1] is not records[-1]:
+                kept.append(records[-1])
+            payload = dict(message.payload)
+            if payload.get("encoding") == ZLIB_COLUMNS:
+                payload["data"] = encode_columns(kept)
+            else:
+                payload["records"] = kept
+            payload["count"] = len(kept)
+            payload["thinned"] = n
+            new = encode_row(Message(message.topic, payload, message.lane, message.retain))
+            try:
+                with self._db:
+                    self._db.execute(f"UPDATE {_TABLE} SET data = ? WHERE _id = ?", (new, row_id))
+            except sqlite3.Error as exc:
+                raise SpoolError(f"cannot update the spool: {exc}") from exc
+            self._bytes += len(new) - row.nbytes
+            row.nbytes = len(new)
+            row.records = len(kept)
+            self.thinned_records += len(records) - len(kept)
+            return True
+        return False
 
     # -- the publisher side --------------------------------------------------------------------
 
@@ -362,6 +418,8 @@ class Spool:
                 "max_bytes": float(self.max_bytes),
                 "oldest_age_s": round(age, 3),
                 "evicted_positions": float(self.evicted_positions),
+                "evicted_position_records": float(self.evicted_position_records),
+                "thinned_records": float(self.thinned_records),
                 "evicted_events": float(self.evicted_events),
                 "quarantined": float(self.quarantined),
                 "corrupt_rows": float(self.corrupt_rows),

@@ -242,3 +242,35 @@ def test_a_row_survives_as_compact_json(tmp_path: Path) -> None:
     row = json.loads(data)
     assert row["lane"] == "event" and row["payload"]["seq"] == 5
     assert b", " not in data, "no padding on disk"
+
+
+@pytest.mark.parametrize("encoding", ["json", "zlib"])
+def test_thinning_keeps_every_nth_record_before_evicting_batches(
+    tmp_path: Path, encoding: str
+) -> None:
+    from agent.contract import problems
+    from agent.encoder import Encoder, Identity, batch_records
+    from bench.bench_wire import drive_records
+
+    seq = SequenceCounter(tmp_path / "seq")
+    spool = Spool(tmp_path / "spool", seq, max_bytes=65536, thin_keep_every=4)
+    enc = Encoder(Identity("van-1", "boot"), seq, None, position_encoding=encoding)  # type: ignore[arg-type]
+    records = drive_records(8000 if encoding == "zlib" else 3000)
+    for i in range(0, len(records), 100):
+        spool.put([enc.position_batch(records[i : i + 100], historical=False)])
+    stats = spool.stats()
+    assert stats["bytes"] <= 65536
+    assert stats["thinned_records"] > 0
+    entries = spool.take(10000)
+    delivered = [r["seq"] for e in entries for r in batch_records(e.message.payload)]
+    thinned = [e.message.payload for e in entries if "thinned" in e.message.payload]
+    assert thinned and all(p["thinned"] == 4 for p in thinned)
+    for p in thinned:
+        recs = batch_records(p)
+        assert p["count"] == len(recs) < 100
+        assert (recs[0]["seq"], recs[-1]["seq"]) == (p["seq"], p["seq_last"])
+        assert problems("fleet/v1/van-1/pos", p) == []
+    # Every record is either delivered, thinned away or in an evicted batch: all counted.
+    lost = len(records) - len(delivered)
+    assert lost == stats["thinned_records"] + stats["evicted_position_records"]
+    assert delivered == sorted(delivered) and delivered[-1] == records[-1]["seq"]
