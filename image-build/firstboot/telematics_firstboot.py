@@ -70,6 +70,8 @@ def find_boot_dir(root: Path) -> Path | None:
 
 def read_provision(boot_dir: Path) -> Provision:
     path = boot_dir / PROVISION_FILE
+    if path.is_symlink():
+        raise ProvisionError(f"{path.name}: a symbolic link, not a file")
     raw = _read_limited(path)
     try:
         data = tomllib.loads(raw.decode("utf-8"))
@@ -96,6 +98,10 @@ def _boot_file(boot_dir: Path, key: str, name: str) -> Path:
             f"{PROVISION_FILE}: key '{key}' must name a file beside it, got {name!r}"
         )
     path = boot_dir / name
+    # FAT has no symbolic links; one here means a crafted card, and wiping through it would
+    # overwrite its target.
+    if path.is_symlink():
+        raise ProvisionError(f"{PROVISION_FILE}: key '{key}' names {name!r}, a symbolic link")
     if not path.is_file():
         raise ProvisionError(f"{PROVISION_FILE}: key '{key}' names {name!r}, which is missing")
     return path
@@ -154,11 +160,11 @@ def remove_originals(boot_dir: Path, prov: Provision) -> None:
         if not path.exists():
             continue
         try:
-            size = path.stat().st_size
-            with path.open("r+b") as handle:
-                handle.write(b"\0" * size)
+            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(b"\0" * os.fstat(fd).st_size)
                 handle.flush()
-                os.fsync(handle.fileno())
+                os.fsync(fd)
             path.unlink()
         except OSError as exc:
             # The device is provisioned; a read-only card only means the technician deletes it.

@@ -151,3 +151,21 @@ def test_without_a_provisioning_file_nothing_happens(tmp_path: Path) -> None:
     assert systemctl == []
     assert "nothing to provision" in result.stderr
     assert not (root / "etc").exists()
+
+
+def test_symbolic_link_on_the_card_is_refused_and_its_target_untouched(
+    root: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "precious"
+    target.write_bytes(b"do not wipe")
+    key = root / BOOT / "van-0042.key"
+    key.unlink()
+    key.symlink_to(target)
+
+    result, systemctl = firstboot(root)
+
+    assert result.returncode == 1
+    assert systemctl == []
+    assert "symbolic link" in (root / BOOT / "provision-error.txt").read_text(encoding="utf-8")
+    assert target.read_bytes() == b"do not wipe"
+    assert key.is_symlink()
