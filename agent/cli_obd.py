@@ -27,13 +27,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.add_argument("--baud", type=int, default=38400, help="serial speed; 0 = detect")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument(
-        "--fuel-type", choices=("petrol", "diesel", "lpg"), default="diesel",
+        "--fuel-type",
+        choices=("petrol", "diesel", "lpg"),
+        default="diesel",
         help="fuel, for fuel rate derived from MAF or MAP",
     )
     parser.add_argument("--count", type=int, default=0, help="stop after N readings (0 = never)")
     parser.add_argument("--seconds", type=float, default=0.0, help="stop after S seconds")
     parser.add_argument(
-        "--connect-timeout", type=float, default=20.0,
+        "--connect-timeout",
+        type=float,
+        default=20.0,
         help="give up (exit 1) when the adapter has not answered within S seconds",
     )
     parser.set_defaults(func=run)
@@ -72,12 +76,18 @@ def _print_text(record: dict[str, Any], out: TextIO) -> None:
         print(f"protocol:       {record['protocol']}", file=out)
         print(f"VIN:            {record['vin'] or '(not reported)'}", file=out)
         print(f"supported PIDs: {' '.join(record['supported_pids'])}", file=out)
-        print(f"multi-PID:      {'yes' if record['multi_pid'] else 'no (one PID per request)'}",
-              file=out)
+        print(
+            f"multi-PID:      {'yes' if record['multi_pid'] else 'no (one PID per request)'}",
+            file=out,
+        )
     elif kind == "reading":
         record.pop("ts_mono")
-        print("  ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
-                        for k, v in record.items()), file=out)
+        print(
+            "  ".join(
+                f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
+            ),
+            file=out,
+        )
     elif kind == "dtc":
         stored = ", ".join(record["stored"]) or "none"
         pending = ", ".join(record["pending"]) or "none"

@@ -95,8 +95,9 @@ class OBDSettings:
 
     def __post_init__(self) -> None:
         if self.protocol not in ("", "1", "2", "3", "4", "5", "6", "7", "8", "9", "A"):
-            raise ValueError(f"protocol must be 1-9 or A (or empty for automatic), "
-                             f"not {self.protocol!r}")
+            raise ValueError(
+                f"protocol must be 1-9 or A (or empty for automatic), not {self.protocol!r}"
+            )
         if self.fuel_type not in FUELS:
             raise ValueError(f"fuel_type must be one of {', '.join(FUELS)}, not {self.fuel_type!r}")
         if self.multi_pid not in ("auto", "on", "off"):
@@ -629,8 +630,10 @@ class OBDReader:
         except AdapterReplyError:
             return False
         if not set(pair) <= got:
-            logger.info("OBD adapter %r answers only part of multi-PID requests; one PID each",
-                        session.adapter)
+            logger.info(
+                "OBD adapter %r answers only part of multi-PID requests; one PID each",
+                session.adapter,
+            )
             return False
         return True
 

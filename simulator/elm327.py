@@ -317,7 +317,7 @@ def _is_hex(text: str) -> bool:
 
 
 def _encode_dtc(code: str) -> list[int]:
-    """"P0301" -> [0x03, 0x01]: two bits of system letter, then the 14 remaining bits."""
+    """ "P0301" -> [0x03, 0x01]: two bits of system letter, then the 14 remaining bits."""
     letter = "PCBU".find(code[:1].upper())
     digits = code[1:5]
     if letter < 0 or len(digits) != 4 or not _is_hex(digits):

@@ -105,8 +105,9 @@ def python_obd(
         server.stop()
 
 
-def test_python_obd_connects_and_reads_every_pid(python_obd: tuple[obd.OBD, ELM327Server],
-                                                 van: Van) -> None:
+def test_python_obd_connects_and_reads_every_pid(
+    python_obd: tuple[obd.OBD, ELM327Server], van: Van
+) -> None:
     connection, _server = python_obd
     assert connection.status() == obd.OBDStatus.CAR_CONNECTED
     assert connection.protocol_name() == "ISO 15765-4 (CAN 11/500)"
@@ -152,8 +153,9 @@ def test_clone_refuses_multi_pid(python_obd: tuple[obd.OBD, ELM327Server]) -> No
 
 
 @pytest.mark.parametrize("python_obd", [("v1.5", "6")], indirect=True)
-def test_ignition_off_gives_no_data_but_voltage(python_obd: tuple[obd.OBD, ELM327Server],
-                                                van: Van) -> None:
+def test_ignition_off_gives_no_data_but_voltage(
+    python_obd: tuple[obd.OBD, ELM327Server], van: Van
+) -> None:
     connection, _server = python_obd
     van.update(ignition=False, battery_v=12.5)
     assert connection.query(obd.commands.RPM).is_null()

@@ -189,8 +189,11 @@ def test_readings_match_the_model_and_follow_ignition(tmp_path: Path, rigs: list
     samples.wait_for(lambda s: isinstance(s, OBDReading) and s.voltage_v == 12.5, 3.0, t_off)
     time.sleep(1.0)
     assert reader.stats().get("requests", 0) == requests_before
-    assert not [s for s in samples.of(OBDReading, t_off) if isinstance(s, OBDReading)
-                and s.speed_kmh is not None]
+    assert not [
+        s
+        for s in samples.of(OBDReading, t_off)
+        if isinstance(s, OBDReading) and s.speed_kmh is not None
+    ]
 
     # Ignition on: the driver re-probes (a fresh VehicleInfo) and polls again.
     van.update(ignition=True, engine_running=True, rpm=800.0, battery_v=14.2)
@@ -284,8 +287,9 @@ def test_fuel_rate_from_maf_and_from_speed_density(tmp_path: Path, rigs: list[Ri
     _, sd = rigs[1][2].wait_for(is_reading_with("fuel_rate_lph"), 12.0)
     assert isinstance(sd, OBDReading) and sd.fuel_rate_source == FuelRateSource.SPEED_DENSITY
     air_gps = speed_density_maf_gps(65.0, 30.0, 1650.25, 2.0, 0.85)
-    assert air_gps == pytest.approx(65000 * (0.002 * 1650.25 / 120) * 0.85 / (287.05 * 303.15)
-                                    * 1000)
+    assert air_gps == pytest.approx(
+        65000 * (0.002 * 1650.25 / 120) * 0.85 / (287.05 * 303.15) * 1000
+    )
     assert sd.fuel_rate_lph == pytest.approx(maf_fuel_rate_lph(air_gps, petrol))
     assert sd.maf_gps is None
 

@@ -79,8 +79,7 @@ def test_29_bit_can_headers_and_two_ecus() -> None:
 
 def test_multi_frame_vin_both_layouts() -> None:
     framed = (
-        "7E8 10 14 49 02 01 31 44 34\r7E8 21 47 50 30 30 52 35 35\r"
-        "7E8 22 42 31 32 33 34 35 36\r"
+        "7E8 10 14 49 02 01 31 44 34\r7E8 21 47 50 30 30 52 35 35\r7E8 22 42 31 32 33 34 35 36\r"
     )
     (message,) = parse_reply(framed)
     assert decode_vin(message.data) == "1D4GP00R55B123456"
@@ -195,14 +194,13 @@ def test_arbitrary_text_yields_messages_or_a_typed_error(text: str) -> None:
         assert 0.0 <= parse_voltage(text) <= 40.0
 
 
-hex_line = st.lists(
-    st.sampled_from("0123456789ABCDEF "), min_size=1, max_size=40
-).map("".join)
+hex_line = st.lists(st.sampled_from("0123456789ABCDEF "), min_size=1, max_size=40).map("".join)
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.one_of(hex_line, st.sampled_from(["NO DATA", "0:", "014", ">", "?"])),
-                max_size=6))
+@given(
+    st.lists(st.one_of(hex_line, st.sampled_from(["NO DATA", "0:", "014", ">", "?"])), max_size=6)
+)
 def test_hex_shaped_replies_never_raise_anything_but_typed_errors(lines: list[str]) -> None:
     try:
         for message in parse_reply("\r".join(lines)):

@@ -109,8 +109,9 @@ def test_one_pid_rounds_use_only_the_best_supported_fuel_source() -> None:
     elm.handle("ATE0", STATE)
     decoder = OBDReplayDecoder(OBDSettings())
     samples = []
-    for request, reply in record(elm, ["0100", "0120", "0140", "0160", "0104",
-                                       "015E", "0110", "010B", "010F"]):
+    for request, reply in record(
+        elm, ["0100", "0120", "0140", "0160", "0104", "015E", "0110", "010B", "010F"]
+    ):
         samples += decoder.feed(2.0, request, reply)
     sources = [s.fuel_rate_source for s in samples if isinstance(s, OBDReading)]
     assert sources == [None, FuelRateSource.PID_5E, None, None, None]
