@@ -282,6 +282,7 @@ class Session:
     vin: str | None = None
     multi: bool = False
     low_voltage: bool = False
+    short_replies: int = 0  # multi-PID replies in a row that lacked some of the PIDs
     last_voltage_v: float | None = None
     due: dict[str, float] = field(default_factory=dict)
 
@@ -702,6 +703,24 @@ class OBDReader:
         self._wake.wait(max(0.0, min(delay, 0.1)))
         self._wake.clear()
 
+    def _check_multi(self, session: Session, asked: int, answered: int) -> None:
+        """Fall back to one PID per request when multi-PID replies keep coming back short.
+
+        Some clones pass the probe and later truncate longer requests (or do so only once
+        the bus is busy); three short replies in a row end multi-PID for this session.
+        """
+        if answered >= asked:
+            session.short_replies = 0
+            return
+        session.short_replies += 1
+        if session.short_replies >= 3 and self.settings.multi_pid == "auto":
+            session.multi = False
+            self._count("multi_pid_fallbacks")
+            logger.warning(
+                "OBD adapter %r truncates multi-PID replies; one PID per request from now on",
+                session.adapter,
+            )
+
     def _poll(self, session: Session, group: PollGroup) -> None:
         pids = [p for p in group.pids if p in session.supported]
         raw: dict[int, bytes] = {}
@@ -712,10 +731,14 @@ class OBDReader:
                 # ECUs that might answer too (python-obd's "fast" mode does the same).
                 command += f"{can_frames(bytes.fromhex(command[2:])):X}"
             try:
+                got: dict[int, bytes] = {}
                 for values in self._query(command, decode_mode01):
-                    raw.update(values)
+                    got.update(values)
             except AdapterReplyError:
                 continue
+            raw.update(got)
+            if session.multi:
+                self._check_multi(session, len(command) // 2 - 1, len(got))
         reading = self._builder.build(self._clock(), raw, session.supported)
         if reading is not None:
             self._count("readings")

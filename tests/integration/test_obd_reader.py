@@ -27,7 +27,7 @@ from drivers.samples import (
     Sample,
     VehicleInfo,
 )
-from simulator.elm327 import DEFAULT_PIDS, ELM327Server
+from simulator.elm327 import DEFAULT_PIDS, VARIANTS, ELM327Server
 from simulator.state import VehicleState
 
 STATE = VehicleState(
@@ -392,3 +392,20 @@ def test_a_device_that_is_not_an_elm327_is_reported_not_fatal(tmp_path: Path) ->
         device.unplug()
     assert time.monotonic() - t_stop < 5.5
     assert not samples.of(VehicleInfo)
+
+
+def test_multi_pid_falls_back_when_replies_turn_short(tmp_path: Path, rigs: list[Rig]) -> None:
+    rig = start_rig(tmp_path, protocol="6", fast_hz=10.0)
+    rigs.append(rig)
+    reader, server, samples, _van = rig
+    _, info = samples.wait_for(lambda s: isinstance(s, VehicleInfo), 10.0)
+    assert isinstance(info, VehicleInfo) and info.multi_pid
+    # The adapter starts behaving like a clone that truncates multi-PID replies.
+    server.elm.variant = VARIANTS["clone-v2.1"]
+    deadline = time.monotonic() + 5.0
+    while not reader.stats().get("multi_pid_fallbacks") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert reader.stats().get("multi_pid_fallbacks") == 1
+    t = time.monotonic()
+    _, both = samples.wait_for(is_reading_with("speed_kmh", "rpm"), 3.0, after=t)
+    assert isinstance(both, OBDReading) and (both.speed_kmh, both.rpm) == (57.0, 1650.25)
