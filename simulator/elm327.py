@@ -144,6 +144,7 @@ class ELM327:
         self.spaces = True
         self.headers = False
         self.protocol_auto = True
+        self.protocol = "0"
         self.protocol_found = False
         self._last = ""
 
@@ -233,9 +234,10 @@ class ELM327:
         if cmd == "DP":
             return [_protocol_description(self.protocol_auto)]
         if cmd.startswith(("SP", "TP")) and len(cmd) == 3 and cmd[2] in "0123456789ABC":
+            # ATTP ("try protocol") falls back to a search; ATSP with a number insists on it.
             self.protocol_auto = cmd[2] == "0" or cmd.startswith("TP")
-            # Any protocol other than CAN 11/500 would fail against this ECU; the emulated
-            # car only speaks protocol 6, so a search always lands there.
+            self.protocol = cmd[2]
+            # The emulated car only speaks protocol 6, so a search always lands there.
             self.protocol_found = cmd[2] == "6"
             return ["OK"]
         if cmd.startswith("ST") and len(cmd) == 4 and _is_hex(cmd[2:]):
@@ -256,6 +258,9 @@ class ELM327:
         if len(data) > 7:
             return ["?"]  # more than one CAN frame of request data
         prefix: list[str] = []
+        if not self.protocol_found and not self.protocol_auto:
+            # Pinned to a bus this car does not have: K-line inits fail, others hear nothing.
+            return ["BUS INIT: ...ERROR" if self.protocol in "345" else "NO DATA"]
         if not self.protocol_found:
             prefix = ["SEARCHING..."]
             if not state.ignition:

@@ -78,6 +78,20 @@ def test_first_request_after_reset_searches_then_answers() -> None:
     assert elm.handle("ATDPN", STATE) == "A6\r\r>"
 
 
+def test_pinned_protocols_other_than_can_11_500_fail() -> None:
+    elm = ELM327()
+    elm.handle("ATE0", STATE)
+    elm.handle("ATSP3", STATE)
+    assert elm.handle("0100", STATE) == "BUS INIT: ...ERROR\r\r>"
+    elm.handle("ATSP8", STATE)
+    assert elm.handle("0100", STATE) == "NO DATA\r\r>"
+    elm.handle("ATTP1", STATE)  # "try": falls back to a search, which finds CAN 11/500
+    assert elm.handle("010D", STATE) == "SEARCHING...\r41 0D 39\r\r>"
+    elm.handle("ATSP6", STATE)
+    assert elm.handle("010D", STATE) == "41 0D 39\r\r>"
+    assert elm.handle("ATDPN", STATE) == "6\r\r>"
+
+
 def test_ignition_off_answers_no_data_but_battery_voltage() -> None:
     off = dataclasses.replace(STATE, ignition=False, battery_v=12.4)
     elm = configured()
