@@ -54,6 +54,14 @@ class Event:
 
 
 class Detector(Protocol):
-    """A pure state machine: samples in, events out. No I/O, no clock reads."""
+    """A pure state machine: samples in, events out. No I/O, no clock reads.
+
+    ``tick`` lets confirmations and evidence windows complete while no samples arrive (time is
+    passed in, never read); ``flush`` releases whatever is still held back, at shutdown.
+    """
 
     def feed(self, sample: Sample) -> list[Event]: ...
+
+    def tick(self, now_mono: float) -> list[Event]: ...
+
+    def flush(self) -> list[Event]: ...

@@ -25,6 +25,12 @@ class NullDetector:
     def feed(self, sample: Sample) -> list[Event]:
         return []
 
+    def tick(self, now_mono: float) -> list[Event]:
+        return []
+
+    def flush(self) -> list[Event]:
+        return []
+
 
 class PipelineCore:
     """The deterministic heart shared by the daemon and ``replay``.
@@ -62,9 +68,7 @@ class PipelineCore:
         self.timebase.observe(sample)
         self._last_ts = max(self._last_ts, sample.ts_mono)
         out: list[Message] = []
-        for event in self.detector.feed(sample):
-            self.events_seen += 1
-            out.append(self.encoder.event(event))
+        out.extend(self._events(self.detector.feed(sample)))
         for pos in self.reporter.feed(sample):
             record = self.encoder.position_record(pos)
             if not self._pending:
@@ -77,13 +81,23 @@ class PipelineCore:
         return out
 
     def tick(self, now_mono: float) -> list[Message]:
-        """Flush positions that have waited long enough; call this also when no samples come."""
+        """Let time pass without a sample: detector confirmations, due position batches."""
+        out = self._events(self.detector.tick(now_mono))
         since = self._pending_since
         if self._pending and since is not None and now_mono - since >= self.flush_interval_s:
-            return self.flush()
-        return []
+            out.extend(self.flush())
+        return out
 
-    def flush(self, now_mono: float | None = None) -> list[Message]:
+    def finish(self, now_mono: float) -> list[Message]:
+        """At shutdown or the end of a replay: every held-back event, then all positions."""
+        events = self.detector.tick(now_mono) + self.detector.flush()
+        return self._events(events) + self.flush()
+
+    def _events(self, events: list[Event]) -> list[Message]:
+        self.events_seen += len(events)
+        return [self.encoder.event(e) for e in events]
+
+    def flush(self) -> list[Message]:
         if not self._pending:
             return []
         batch = self.encoder.position_batch(self._pending, historical=False)
@@ -149,8 +163,9 @@ class PipelineThread:
     def stop(self, timeout_s: float = 3.0) -> None:
         self._stop.set()
         self._thread.join(timeout_s)
-        # Whatever positions still wait in memory are committed on the way down.
-        self._commit(self.core.flush())
+        # Held-back events and the positions still waiting in memory are committed on the way
+        # down, so a clean stop loses nothing.
+        self._commit(self.core.finish(self._clock_mono()))
 
     @property
     def alive(self) -> bool:

@@ -154,8 +154,7 @@ class Replayer:
     def finish(self) -> list[Message]:
         """End of capture: let pending confirmations and evidence out, flush positions."""
         out = self._advance(self._now + 1e-3)
-        events = self.detector.tick(self._now) + self.detector.flush()
-        tail = [self.core.encoder.event(e) for e in events] + self.core.flush(self._now)
+        tail = self.core.finish(self._now)
         self.stats.duration_s = self._now
         return out + self._count(tail)
 
