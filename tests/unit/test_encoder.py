@@ -73,7 +73,7 @@ def records(draw: st.DrawFn) -> list[dict[str, object]]:
     return out
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(records())
 def test_zlib_columns_round_trip_exactly(recs: list[dict[str, object]]) -> None:
     assert decode_columns(encode_columns(recs)) == recs
