@@ -1,0 +1,121 @@
+"""SIGKILL soak: the agent killed at seeded random moments while the broker comes and goes."""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.faults.harness import (
+    DEVICE,
+    PREFIX,
+    AgentProcess,
+    SimulatedVan,
+    agent_toml,
+    missing_runs,
+    persistent_broker,
+    read_spool,
+    received_seqs,
+    tracebacks,
+    wait_until,
+)
+from tests.listener import Listener
+
+SEED = 20261120
+KILLS = 50
+TIME_SCALE = 30.0
+GNSS_HZ = 1.0
+FLUSH_INTERVAL_S = 5.0  # simulated seconds; positions wait in memory at most this long
+# Positions waiting in memory at a kill are the only records allowed to vanish: at most one
+# flush window of fixes, plus the fix that closed the window and one being encoded.
+MAX_GAP_RECORDS = int(FLUSH_INTERVAL_S * GNSS_HZ) + 2
+
+
+@pytest.mark.slow
+def test_sigkill_soak_loses_no_committed_record(tmp_path: Path) -> None:
+    rng = random.Random(SEED)
+    broker = persistent_broker(tmp_path / "broker")
+    broker.start()
+    listener: Listener | None = None
+    sim: SimulatedVan | None = None
+    agent: AgentProcess | None = None
+    state_dir = tmp_path / "state"
+    try:
+        listener = Listener(
+            broker.host, broker.port, f"{PREFIX}/{DEVICE}/#", client_id="fault-soak-listener"
+        )
+        sim = SimulatedVan(tmp_path / "sim", "urban_delivery", time_scale=TIME_SCALE)
+        agent = AgentProcess(
+            tmp_path,
+            agent_toml(
+                state_dir,
+                broker,
+                gnss_port=sim.gnss,
+                obd_port=sim.obd,
+                line_file=sim.ignition,
+                time_scale=TIME_SCALE,
+                flush_interval_s=FLUSH_INTERVAL_S,
+                extra="[health]\ninterval_s = 5.0\n",
+            ),
+        )
+        owed: set[int] = set()  # every record some kill found committed and unacknowledged
+        outages = 0
+        for _ in range(KILLS):
+            agent.start()
+            first, second = rng.uniform(0.1, 1.6), rng.uniform(0.1, 1.0)
+            time.sleep(first)
+            if rng.random() < 0.35:
+                if broker.running:
+                    broker.stop()
+                    outages += 1
+                else:
+                    broker.start()
+            time.sleep(second)
+            agent.sigkill()
+            snap = read_spool(state_dir / "spool" / "data.db")
+            assert snap.integrity == "ok", f"spool corrupt after a kill: {snap.integrity}"
+            seq_file = state_dir / "seq"
+            if snap.seqs:
+                next_seq = int(seq_file.read_text())
+                assert max(snap.seqs) < next_seq, "a committed seq would be handed out again"
+            owed |= snap.seqs
+            time.sleep(rng.uniform(0.0, 0.3))
+
+        broker.start()
+        agent.start()
+        assert wait_until(lambda: owed <= set(received_seqs(listener.messages)), 60.0), (
+            f"{len(owed - set(received_seqs(listener.messages)))} committed records never"
+            f" arrived, e.g. {sorted(owed - set(received_seqs(listener.messages)))[:10]}"
+        )
+        assert wait_until(lambda: agent.status().get("spool", {}).get("depth") == 0, 30.0)
+        assert agent.terminate() == 0  # a clean stop commits the positions still in memory
+        final = read_spool(state_dir / "spool" / "data.db")
+        assert final.integrity == "ok"
+        # The clean stop's last batch and health record are sent before the exit; wait for
+        # the broker to hand them to the listener (a backend sees no more after this).
+        expected_last = int((state_dir / "seq").read_text()) - 1
+        assert wait_until(lambda: max(received_seqs(listener.messages)) >= expected_last, 10.0)
+    finally:
+        if agent is not None:
+            agent.close()
+        if sim is not None:
+            sim.close()
+        if listener is not None:
+            listener.close()
+        broker.stop()
+
+    counts = received_seqs(listener.messages)
+    runs = missing_runs(counts)
+    too_long = [r for r in runs if r[1] > MAX_GAP_RECORDS]
+    assert not too_long, f"gaps beyond the flush window ({MAX_GAP_RECORDS} records): {too_long}"
+    assert len(runs) <= KILLS, f"more gaps ({len(runs)}) than kills ({KILLS}): {runs[:20]}"
+    assert outages >= 5, "the seed must exercise broker outages"
+    assert (broker.workdir / "db" / "mosquitto.db").exists(), "the broker kept no sessions"
+    assert len(counts) > 500, f"too few records for a soak: {len(counts)}"
+    assert owed, "the kills never caught a committed, unacknowledged record"
+    assert agent.starts == KILLS + 1
+    log = agent.stderr()
+    assert not tracebacks(log), tracebacks(log)
+    assert "is corrupt" not in log, "a spool was quarantined after a kill"
