@@ -51,6 +51,10 @@ _T = TypeVar("_T")
 
 AIR_GAS_CONSTANT_J_PER_KG_K = 287.05
 CAN_PROTOCOLS = ("6", "7", "8", "9")  # ELM327 protocol numbers of ISO 15765-4
+# Replies that no working adapter gives to our well-formed requests.
+NONSENSE_KINDS = frozenset(
+    {ReplyErrorKind.GARBAGE, ReplyErrorKind.MISMATCH, ReplyErrorKind.UNKNOWN_COMMAND}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +367,7 @@ class OBDReader:
 
     RECONNECT_BACKOFF_S = (0.25, 0.5, 1.0, 2.0, 3.0)  # capped low: resume within 5 s of replug
     SILENCES_BEFORE_DOWN = 3
+    NONSENSE_BEFORE_DOWN = 5  # unusable replies in a row (never NO DATA: that is the car)
     PROBE_RETRY_S = 5.0  # while the car does not answer (ignition off) and we think it is on
 
     def __init__(
@@ -387,6 +392,7 @@ class OBDReader:
         self._stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()
         self._silences = 0
+        self._nonsense = 0
         self.last_progress = time.monotonic()
 
     # ---- public API ----
@@ -470,6 +476,8 @@ class OBDReader:
             self._set_link(LinkState.DOWN, str(exc))
             self._stop.wait(self._backoff_s(attempt))
             return False
+        self._silences = 0
+        self._nonsense = 0
         self._count("reconnects" if self._link is not None else "connects")
         try:
             self._tune()
@@ -513,6 +521,11 @@ class OBDReader:
     def _require(self) -> Session:
         if self._session is None:
             raise DeviceUnavailable("no adapter session")
+        if self._nonsense >= self.NONSENSE_BEFORE_DOWN:
+            # A counterfeit adapter with broken firmware (or a wrong baud rate) answers every
+            # command with junk and a prompt: it is talking, but it is not a working link.
+            self._nonsense = 0
+            raise DeviceUnavailable("adapter answers nonsense")
         return self._session
 
     def _drop_session(self, reason: str) -> None:
@@ -535,6 +548,8 @@ class OBDReader:
         self._count(f"errors.{exc.kind.value}")
         if exc.kind in (ReplyErrorKind.GARBAGE, ReplyErrorKind.MISMATCH):
             self._count("garbage")
+        if exc.kind in NONSENSE_KINDS:
+            self._nonsense += 1
         logger.debug("OBD reply error: %s", exc)
 
     def _ecu(self, command: str) -> list[bytes]:
@@ -562,6 +577,7 @@ class OBDReader:
             except AdapterReplyError as exc:
                 self._count_error(exc)
                 raise
+        self._nonsense = 0
         return out
 
     def _probe(self) -> None:
@@ -665,6 +681,7 @@ class OBDReader:
             if exc.kind == ReplyErrorKind.SILENCE:
                 raise DeviceUnavailable("adapter did not answer ATRV") from exc
             return
+        self._nonsense = 0
         session.last_voltage_v = volts
         session.low_voltage = volts < self.settings.low_voltage_v
         self._count("readings")

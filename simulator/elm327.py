@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -346,6 +347,9 @@ class ELM327Server:
         self.elm = ELM327(variant, latency_s, pids)
         self.device = PtyDevice(link_path)
         self.silent = False  # True: swallow commands and answer nothing (a hung adapter)
+        # True: answer everything with junk and a prompt (broken counterfeit firmware).
+        self.babbling = False
+        self._junk = random.Random(0)
         self._manual_unplug = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -402,6 +406,11 @@ class ELM327Server:
 
     def _answer(self, line: str) -> None:
         if self.silent:
+            return
+        if self.babbling:
+            size = self._junk.randint(0, 40)
+            junk = "".join(self._junk.choice("0123456789ABCDEFXYZ :.?\r") for _ in range(size))
+            self.device.write((junk + "\r\r>").encode("ascii"))
             return
         state = self.source.state()
         reply = self.elm.handle(line, state)

@@ -409,3 +409,23 @@ def test_multi_pid_falls_back_when_replies_turn_short(tmp_path: Path, rigs: list
     t = time.monotonic()
     _, both = samples.wait_for(is_reading_with("speed_kmh", "rpm"), 3.0, after=t)
     assert isinstance(both, OBDReading) and (both.speed_kmh, both.rpm) == (57.0, 1650.25)
+
+
+def test_a_babbling_adapter_is_down_until_it_talks_sense(tmp_path: Path, rigs: list[Rig]) -> None:
+    rig = start_rig(tmp_path, protocol="6", timeout_s=0.3)
+    rigs.append(rig)
+    reader, server, samples, _van = rig
+    samples.wait_for(is_reading_with("rpm"), 10.0)
+    t = time.monotonic()
+    server.babbling = True
+    samples.wait_for(
+        lambda s: isinstance(s, LinkSample) and s.state == LinkState.DOWN, 5.0, after=t
+    )
+    assert reader.stats()["garbage"] >= 3
+    assert "errors.internal" not in reader.stats()
+    server.babbling = False
+    t_sense = time.monotonic()
+    samples.wait_for(
+        lambda s: isinstance(s, LinkSample) and s.state == LinkState.UP, 8.0, after=t_sense
+    )
+    samples.wait_for(is_reading_with("rpm"), 5.0, after=t_sense)
