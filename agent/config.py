@@ -186,6 +186,13 @@ class SpoolSection:
         "position batch encoding: json or zlib (compressed columns)",
         choices=("json", "zlib"),
     )
+    thin_keep_every: int = _opt(
+        0,
+        "when full, first thin the oldest position batches to every Nth record;"
+        " 0 = evict whole batches only",
+        min=0,
+        max=100,
+    )
 
 
 @dataclass(frozen=True, slots=True)

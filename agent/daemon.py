@@ -81,7 +81,12 @@ class Daemon:
         self.started_mono = time.monotonic()
         self.identity = Identity(cfg.device.id, read_boot_id(), cfg.mqtt.prefix)
         self.seq = SequenceCounter(self.state_dir / "seq")
-        self.spool = Spool(self.state_dir / "spool", self.seq, max_bytes=cfg.spool.max_bytes)
+        self.spool = Spool(
+            self.state_dir / "spool",
+            self.seq,
+            max_bytes=cfg.spool.max_bytes,
+            thin_keep_every=cfg.spool.thin_keep_every,
+        )
         self.timebase = TimeBase(self.clock)
         self.encoder = Encoder(
             self.identity, self.seq, self.timebase, position_encoding=cfg.spool.encoding
