@@ -189,20 +189,34 @@ class Spool:
         # Rows that are not JSON get a NULL text, hence a NULL lane: set aside below.
         sql = (
             "SELECT _id, n, ts, json_extract(t, '$.lane'), json_extract(t, '$.payload.count'),"
-            " json_extract(t, '$.payload.thinned') FROM"
+            " json_extract(t, '$.payload.thinned'),"
+            " max(coalesce(json_extract(t, '$.payload.seq_last'), 0),"
+            "     coalesce(json_extract(t, '$.payload.seq'), 0)) FROM"
             " (SELECT _id, length(data) AS n, timestamp AS ts,"
             "  CASE WHEN json_valid(CAST(data AS TEXT)) THEN CAST(data AS TEXT) END AS t"
             f"  FROM {_TABLE} WHERE status < {_STATUS_ACKED})"
             " ORDER BY _id"
         )
         bad: list[int] = []
-        for row_id, nbytes, ts, lane, count, thinned in self._db.execute(sql):
+        top_seq = 0
+        for row_id, nbytes, ts, lane, count, thinned, seq in self._db.execute(sql):
             try:
                 row = _Row(Lane(lane), int(nbytes), float(ts), int(count or 1), thinned is not None)
             except (ValueError, TypeError):
                 bad.append(int(row_id))
                 continue
             self._track(int(row_id), row)
+            if isinstance(seq, int):
+                top_seq = max(top_seq, seq)
+        # The counter file is the source of truth, but if it was lost or restored from an old
+        # image while the spool survived, never reuse a seq that is still waiting here.
+        if top_seq >= self._seq.next_value:
+            logger.error(
+                "sequence counter (%d) is behind the spool (seq %d): continuing above it",
+                self._seq.next_value,
+                top_seq,
+            )
+            self._seq.bump_to(top_seq)
         last = self._db.execute(f"SELECT max(_id) FROM {_TABLE}").fetchone()
         self._last_id = int(last[0] or 0) if last else 0
         self._set_status(bad, _STATUS_ACK_FAILED)

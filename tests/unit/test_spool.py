@@ -274,3 +274,15 @@ def test_thinning_keeps_every_nth_record_before_evicting_batches(
     lost = len(records) - len(delivered)
     assert lost == stats["thinned_records"] + stats["evicted_position_records"]
     assert delivered == sorted(delivered) and delivered[-1] == records[-1]["seq"]
+
+
+def test_a_lost_sequence_file_never_reuses_a_seq_still_in_the_spool(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path)
+    spool.put([pos(500, n_records=10)])
+    payload = dict(pos(500).payload, seq_last=509)
+    spool.put([Message("fleet/v1/van-1/pos", payload, Lane.POSITION)])
+    spool.close()
+    (tmp_path / "seq").unlink(missing_ok=True)
+    seq = SequenceCounter(tmp_path / "seq")
+    Spool(tmp_path / "spool", seq)
+    assert seq.next_value == 510
