@@ -117,6 +117,7 @@ class Publisher:
         self.acked = 0
         self.bytes_sent = 0
         self.rejected = 0
+        self.requeued = 0
 
     # -- called from other threads -------------------------------------------------------------
 
@@ -155,6 +156,7 @@ class Publisher:
             "published": self.published,
             "acked": self.acked,
             "rejected": self.rejected,
+            "requeued": self.requeued,
             "inflight": len(self._inflight),
             "bytes_sent": self.bytes_sent,
         }
@@ -316,9 +318,11 @@ class Publisher:
             sock = client.socket()
             if sock is not None:
                 sock.close()
-        # In-flight entries go back to the spool; they are re-sent on the next connection.
+        # In-flight entries go back to the spool; they are re-sent on the next connection
+        # (the broker may have them already: these are the duplicates dedup by seq removes).
         for entry_id in self._inflight.values():
             self.spool.nack(entry_id)
+            self.requeued += 1
         self._inflight.clear()
         if was:
             self.reconnects += 1

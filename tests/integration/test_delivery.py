@@ -86,7 +86,8 @@ def test_broker_outage_over_an_hour_of_driving_then_recovery(
     assert got.seqs == list(range(1, last + 1))
     assert van.events == 14
     assert got.historical >= 36, "the backlog went out marked historical"
-    assert got.duplicates <= 100 * 100, "duplicates only from retried in-flight batches"
+    # Duplicates only from batches in flight when a link dropped (60 records each at most).
+    assert got.duplicates <= van.publisher.requeued * 60
     # The retained live position is the newest record; state says offline after the stop.
     live = [m for m in listener.on_topic("/live") if m.payload]
     newest_pos = max(r["seq"] for r in batch_records(listener.on_topic("/pos")[-1].json()))
