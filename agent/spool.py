@@ -139,6 +139,7 @@ class Spool:
         try:
             self._q = self._open()
         except sqlite3.DatabaseError as exc:
+            _raise_if_inaccessible(self.directory / DB_FILE, exc)
             # quick_check passed but persist-queue still cannot use it (e.g. a foreign table
             # layout): the same treatment, once.
             self._quarantine(str(exc))
@@ -474,6 +475,21 @@ def _oldest_ready(rows: OrderedDict[int, _Row], inflight: set[int]) -> int | Non
     return None
 
 
+# SQLite result codes (low byte) that say the file cannot be reached or written, not that it
+# is damaged: read-only file or directory, permissions, locks, I/O errors, a full disk. Moving
+# such a file aside as "corrupt" would strand its undelivered backlog, so they are errors.
+_INACCESSIBLE_CODES = frozenset({3, 5, 6, 8, 10, 13, 14})
+
+
+def _raise_if_inaccessible(db: Path, exc: sqlite3.DatabaseError) -> None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in _INACCESSIBLE_CODES:
+        raise SpoolError(
+            f"cannot open the spool {db}: {exc} (check the permissions of the file and its"
+            " directory, and that the file system is writable)"
+        ) from exc
+
+
 def _unreadable(db: Path) -> str | None:
     """Why SQLite cannot use ``db``, or None when it can (or it does not exist yet)."""
     if not db.exists():
@@ -483,6 +499,7 @@ def _unreadable(db: Path) -> str | None:
             rows = conn.execute("PRAGMA quick_check").fetchall()
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
     except sqlite3.DatabaseError as exc:
+        _raise_if_inaccessible(db, exc)
         return str(exc)
     if rows != [("ok",)]:
         return "; ".join(str(r[0]) for r in rows[:3])
