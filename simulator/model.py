@@ -26,6 +26,8 @@ from simulator.scenario import DTCChange, Interval, Scenario, Step, StepKind
 from simulator.state import VehicleState
 
 DT_S = 0.1  # model sample period
+MAX_ROUTE_KM = 300.0  # a day's delivery round; longer is a typo in the waypoints
+MAX_DURATION_S = 86400.0
 EARTH_RADIUS_M = 6_371_000.0
 MASS_KG = 2600.0
 ROLLING_RESISTANCE = 0.011
@@ -145,6 +147,12 @@ class Route:
     def curvature_at(self, s_m: float) -> float:
         return self._piece(s_m).curvature_per_m
 
+    def max_curvature(self, s0_m: float, s1_m: float) -> float:
+        """Largest |curvature| on [s0_m, s1_m]: arcs shorter than a grid cell count too."""
+        i = max(0, bisect.bisect_right(self._starts, s0_m) - 1)
+        j = max(0, bisect.bisect_right(self._starts, s1_m) - 1)
+        return max(abs(p.curvature_per_m) for p in self._pieces[i : j + 1])
+
     def _piece(self, s_m: float) -> _Piece:
         i = max(0, bisect.bisect_right(self._starts, s_m) - 1)
         return self._pieces[i]
@@ -207,7 +215,7 @@ def _speed_profile(route: Route, s0_m: float, s1_m: float, v0_mps: float, step: 
     for i in range(cells + 1):
         # Arriving faster than this step's cruise speed: slow down to it at the braking limit.
         cap = max(cruise, math.sqrt(max(v0_mps**2 - 2 * step.decel_mps2 * i * ds, 0.0)))
-        k = abs(route.curvature_at(s0_m + i * ds))
+        k = route.max_curvature(s0_m + max(i - 1, 0) * ds, s0_m + min(i + 1, cells) * ds)
         vmax.append(min(cap, math.sqrt(step.lateral_mps2 / k)) if k > 1e-9 else cap)
     vmax[0] = v0_mps
     vmax[-1] = min(vmax[-1], step.end_speed_kmh / 3.6)
@@ -289,6 +297,11 @@ class VehicleModel:
     def __init__(self, scenario: Scenario) -> None:
         self.scenario = scenario
         self.route = Route(scenario.waypoints, scenario.corner_radius_m)
+        if self.route.length_m > MAX_ROUTE_KM * 1000.0:
+            raise RouteError(
+                f"route is {self.route.length_m / 1000.0:.0f} km long "
+                f"(limit {MAX_ROUTE_KM:.0f} km); check the waypoints' lat/lon order"
+            )
         self.s_m: list[float] = []
         self.v_mps: list[float] = []
         self.accel_mps2: list[float] = []
@@ -323,6 +336,8 @@ class VehicleModel:
                     profile = _speed_profile(self.route, s, s_end, v, step)
                 except RouteError as exc:
                     raise RouteError(f"plan[{number}]: {exc}") from None
+                if t_step + profile.duration_s > MAX_DURATION_S:
+                    raise RouteError(f"plan[{number}]: the scenario would last over 24 h")
                 self._fill(t_step, profile.duration_s, profile, s, True)
                 t_step += profile.duration_s
                 s, v, engine = s_end, profile.v_mps[-1], True
@@ -333,6 +348,8 @@ class VehicleModel:
                         f"{v * 3.6:.0f} km/h (end the drive with end_speed_kmh = 0)"
                     )
                 engine = step.kind is StepKind.IDLE
+                if t_step + step.duration_s > MAX_DURATION_S:
+                    raise RouteError(f"plan[{number}]: the scenario would last over 24 h")
                 self._fill(t_step, step.duration_s, None, s, engine)
                 t_step += step.duration_s
         # The final instant: where the plan ends.

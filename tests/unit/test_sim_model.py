@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import math
 from functools import cache
+from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from simulator.model import DT_S, MIN_AFR, VehicleModel
-from simulator.scenario import StepKind, bundled_names, load_scenario
+from simulator.model import DT_S, MIN_AFR, RouteError, VehicleModel
+from simulator.scenario import StepKind, bundled_names, load_scenario, parse_scenario
 
 DIESEL_G_PER_L = 835.0
 
@@ -124,3 +127,58 @@ def test_state_after_the_end_is_parked_and_time_runs_on() -> None:
     state = m.state_at(m.duration_s + 100.0)
     assert state.speed_kmh == 0.0 and state.t_s == pytest.approx(m.duration_s + 100.0)
     assert (state.utc - m.scenario.start_utc).total_seconds() == pytest.approx(state.t_s)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    legs=st.lists(st.tuples(st.floats(-400, 400), st.floats(-400, 400)), min_size=2, max_size=6),
+    radius_m=st.floats(5, 80),
+    speed_kmh=st.floats(20, 120),
+    accel_mps2=st.floats(0.5, 3.5),
+    decel_mps2=st.floats(0.5, 6.0),
+    lateral_mps2=st.floats(0.5, 5.0),
+)
+def test_any_route_and_limits_give_a_physical_drive(
+    legs: list[tuple[float, float]],
+    radius_m: float,
+    speed_kmh: float,
+    accel_mps2: float,
+    decel_mps2: float,
+    lateral_mps2: float,
+) -> None:
+    points = [[51.34, 12.37]]
+    for dx, dy in legs:
+        lat, lon = points[-1]
+        points.append([lat + dy / 111_195.0, lon + dx / (111_195.0 * math.cos(math.radians(lat)))])
+    document = {
+        "route": {"waypoints": points, "corner_radius_m": radius_m},
+        "plan": [
+            {
+                "do": "drive",
+                "speed_kmh": speed_kmh,
+                "accel_mps2": accel_mps2,
+                "decel_mps2": decel_mps2,
+                "lateral_mps2": lateral_mps2,
+            },
+            {"do": "park", "duration_s": 5},
+        ],
+    }
+    try:
+        m = VehicleModel(parse_scenario(document, Path("prop.toml")))
+    except RouteError:
+        return  # a degenerate route (all points within 0.5 m)
+    assert abs(m.s_m[-1] - m.route.length_m) < 0.01
+    assert m.v_mps[-1] == 0.0
+    for k in range(m.n):
+        assert -decel_mps2 - 1e-6 <= m.accel_mps2[k] <= accel_mps2 + 1e-6
+        assert m.v_mps[k] <= speed_kmh / 3.6 + 1e-6
+        assert m.lateral_mps2(k) <= lateral_mps2 * 1.05 + 0.05
+    previous = m.state_at(0.0)
+    for k in range(1, m.n, 5):
+        state = m.state_at(k * DT_S)
+        step_m = math.dist(
+            (previous.lat * 111_195.0, previous.lon * 111_195.0 * math.cos(math.radians(51.34))),
+            (state.lat * 111_195.0, state.lon * 111_195.0 * math.cos(math.radians(51.34))),
+        )
+        assert step_m <= (speed_kmh / 3.6) * 0.5 + 0.5  # no jumps along the way
+        previous = state

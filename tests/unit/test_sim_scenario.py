@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator.model import RouteError, VehicleModel
+from simulator.model import Route, RouteError, VehicleModel
 from simulator.scenario import (
     ScenarioError,
     StepKind,
@@ -187,7 +187,7 @@ HOSTILE = st.one_of(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(path=st.sampled_from(PATHS), value=HOSTILE)
 def test_hostile_values_give_a_clear_error_never_a_traceback(
     path: tuple[str | int, ...], value: Any
@@ -207,6 +207,13 @@ def test_hostile_values_give_a_clear_error_never_a_traceback(
         return
     if sum(s.duration_s for s in scenario.plan) > 7200:
         return  # valid, just long: not worth building here
+    length_m = Route(scenario.waypoints, scenario.corner_radius_m).length_m
+    if length_m > 300_000:
+        with pytest.raises(RouteError, match=r"km long \(limit 300 km\)"):
+            VehicleModel(scenario)
+        return
+    if length_m > 20_000:
+        return  # valid, just long
     try:
         VehicleModel(scenario)
     except RouteError as exc:
