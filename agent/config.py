@@ -88,6 +88,13 @@ class MQTTSection:
     max_inflight: int = _opt(100, "QoS 1 messages awaiting PUBACK at once", min=1, max=65535)
     backoff_min_s: float = _opt(1.0, "first reconnect delay", min=0.05, max=600.0)
     backoff_max_s: float = _opt(120.0, "longest reconnect delay", min=0.05, max=3600.0)
+    live_min_interval_s: float = _opt(
+        0.0,
+        "publish the retained live position at most this often (0 = every record);"
+        " every record still arrives in pos batches",
+        min=0.0,
+        max=3600.0,
+    )
     tls: TLSSection = _section(TLSSection, "mutual TLS")
 
 

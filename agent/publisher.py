@@ -90,6 +90,7 @@ class Publisher:
         self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
         self._lock = threading.Lock()
         self._live: Message | None = None
+        self._live_sent_at = -1e9
         self._extra: list[Message] = []
         self._inflight: dict[int, int] = {}  # paho mid -> spool entry id
         self._acks: list[int] = []  # PUBACKed entries, deleted from the spool in one batch
@@ -335,7 +336,15 @@ class Publisher:
         for m in extra:
             self._send(m.topic, m.payload, retain=m.retain, qos=1)
         if live is not None:
-            self._send(live.topic, live.payload, retain=True, qos=0)
+            now = time.monotonic()
+            if now - self._live_sent_at >= self.settings.live_min_interval_s:
+                if self._send(live.topic, live.payload, retain=True, qos=0) is not None:
+                    self._live_sent_at = now
+            else:
+                # Too soon: keep it for later unless a newer position has arrived meanwhile.
+                with self._lock:
+                    if self._live is None:
+                        self._live = live
         room = self.settings.max_inflight - len(self._inflight)
         if room <= 0:
             return

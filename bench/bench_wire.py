@@ -8,6 +8,10 @@ zlib-columns encodings, fixes every 1 s and every 10 s (the default moving inter
 same run: one QoS 1 message per record carrying the record alone as compact JSON (the device
 id only in the topic), paho defaults. Reference: a Teltonika Codec 8 AVL packet with one record
 and no IO elements is 45 bytes (a constant, not measured).
+
+Also measured: the live lane (the retained newest position, QoS 0), which is sent on top of the
+batches while connected: its bytes per message, to be multiplied by the live rate
+(``mqtt.live_min_interval_s`` bounds it).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from agent.config import MQTTSection
-from agent.encoder import Encoder, Identity, Message
+from agent.encoder import Encoder, Identity, Lane, Message
 from agent.publisher import Publisher
 from agent.sequence import SequenceCounter
 from agent.spool import Spool
@@ -144,6 +148,25 @@ def per_record(
     return elapsed
 
 
+def live_lane(host: str, port: int, records: list[dict[str, Any]], spool: Spool) -> None:
+    """Each record also on the retained live topic, one at a time (nothing coalesced)."""
+    settings = MQTTSection(host=host, port=port, backoff_min_s=0.1, backoff_max_s=1.0)
+    identity = Identity(DEVICE, "boot-bench")
+    pub = Publisher(settings, identity, spool, birth=_birth)
+    pub.start()
+    deadline = time.monotonic() + 30
+    while not pub.connected and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for r in records:
+        payload = {k: v for k, v in r.items() if k != "reason"}
+        payload.update(schema="live/1", device_id=DEVICE, boot_id="boot-bench", time_source="gnss")
+        sent = pub.published
+        pub.publish_live(Message(identity.topic("live"), payload, Lane.LIVE, retain=True))
+        while pub.published == sent and time.monotonic() < deadline:
+            time.sleep(0.001)
+    pub.stop(timeout_s=5)
+
+
 def broker(work: Path) -> Mosquitto:
     d = work / "broker"
     d.mkdir()
@@ -170,6 +193,14 @@ def run() -> dict[str, float]:
                 out[f"ours_{encoding}_{tag}_total_b_per_record"] = (
                     proxy.bytes_up + proxy.bytes_down
                 ) / n
+                proxy.close()
+            if tag == "1s":
+                proxy = DelayProxy(b.host, b.port)
+                empty = Spool(work / "live" / "spool", SequenceCounter(work / "live" / "seq"))
+                live_lane(proxy.host, proxy.port, records[:500], empty)
+                empty.close()
+                time.sleep(0.1)
+                out["live_lane_total_b_per_message"] = (proxy.bytes_up + proxy.bytes_down) / 500
                 proxy.close()
             proxy = DelayProxy(b.host, b.port)
             per_record(proxy.host, proxy.port, records)

@@ -228,3 +228,26 @@ def test_persistent_session_delivers_commands_sent_while_offline(
         assert got == [("ping", b'{"id": "c-1"}')]
     finally:
         van.stop()
+
+
+def test_live_lane_can_be_throttled_without_losing_history(
+    tmp_path: Path, mosquitto: Mosquitto, listener: Listener
+) -> None:
+    van = Van(
+        tmp_path / "van",
+        mqtt_settings(mosquitto.host, mosquitto.port, live_min_interval_s=0.5),
+        flush_interval_s=5.0,
+    )
+    try:
+        assert wait_until(lambda: van.publisher.connected, 10)
+        van.drive(60, real_s=1.5)  # 40 records a second, live at most twice a second
+        van.park()
+        last_pos = van.seq.last_value
+        assert listener.wait_for(lambda ms: len(delivered(ms).seqs) == last_pos, 10)
+        time.sleep(0.6)  # the newest position goes out once the interval has passed
+    finally:
+        van.stop()
+    live = [m.json() for m in listener.on_topic("/live") if m.payload]
+    assert 2 <= len(live) <= 6, len(live)
+    assert live[-1]["seq"] == 60, "the newest position still reaches the live topic"
+    validate_all(listener.messages)
