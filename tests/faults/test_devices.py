@@ -1,4 +1,4 @@
-"""Device faults: receiver and adapter unplugged and replugged, garbage floods, a babbling adapter."""
+"""Device faults: receiver and adapter unplugged and replugged, garbage floods, babbling adapter."""
 
 from __future__ import annotations
 
