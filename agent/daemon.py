@@ -139,25 +139,7 @@ class Daemon:
     def _build_drivers(self) -> None:
         cfg = self.cfg
         if cfg.ignition.backend != "none":
-            from drivers.gpio import GPIOSettings, IgnitionReader, PowerHold
-
-            self.gpio = IgnitionReader(
-                GPIOSettings(
-                    backend=cfg.ignition.backend,
-                    pin=cfg.ignition.pin,
-                    chip=cfg.ignition.chip,
-                    line_file=cfg.ignition.line_file,
-                    active_low=cfg.ignition.active_low,
-                    debounce_s=cfg.ignition.debounce_s,
-                    power_hold_pin=cfg.ignition.power_hold_pin,
-                    led_pin=cfg.ignition.led_pin,
-                ),
-                self._emit,
-                self.clock.monotonic,
-            )
-            if cfg.ignition.power_hold_pin >= 0:
-                self.power_hold = PowerHold(cfg.ignition.power_hold_release_s)
-            self.drivers.append(self.gpio)
+            self._build_gpio()
         if cfg.obd.enabled:
             from drivers.obd import OBDReader, OBDSettings
 
@@ -198,6 +180,33 @@ class Daemon:
                 self.clock.monotonic,
             )
             self.drivers.append(gnss)
+
+    def _build_gpio(self) -> None:
+        from drivers.errors import DriverError
+        from drivers.gpio import GPIOSettings, IgnitionReader, PowerHold
+
+        cfg = self.cfg
+        try:
+            self.gpio = IgnitionReader(
+                GPIOSettings(
+                    backend=cfg.ignition.backend,
+                    pin=cfg.ignition.pin,
+                    chip=cfg.ignition.chip,
+                    line_file=cfg.ignition.line_file,
+                    active_low=cfg.ignition.active_low,
+                    debounce_s=cfg.ignition.debounce_s,
+                    power_hold_pin=cfg.ignition.power_hold_pin,
+                    led_pin=cfg.ignition.led_pin,
+                ),
+                self._emit,
+                self.clock.monotonic,
+            )
+        except DriverError as exc:
+            # A missing GPIO library or chip is a setup problem: say which key and what to do.
+            raise ConfigError(f"{cfg.source}: key 'ignition.backend': {exc}") from None
+        if cfg.ignition.power_hold_pin >= 0:
+            self.power_hold = PowerHold(cfg.ignition.power_hold_release_s)
+        self.drivers.append(self.gpio)
 
     def _watch_stages(self) -> None:
         self.monitor.watch("pipeline", lambda: self.pipeline.last_progress)

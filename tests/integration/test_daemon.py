@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import os
@@ -522,3 +523,23 @@ def test_simulated_van_ignition_cycles_drive_trips(
     finally:
         sim.terminate()
         sim.wait(10)
+
+
+@pytest.mark.parametrize(
+    ("ignition", "message"),
+    [
+        ('backend = "rpigpio"', "needs RPi.GPIO: install python3-rpi.gpio"),
+        ('backend = "gpiod"\nchip = "/dev/gpiochip-missing"', "gpiochip-missing: cannot request"),
+        ('backend = "simulated"', "simulated GPIO needs ignition.line_file"),
+    ],
+)
+def test_unusable_gpio_backend_is_a_clear_setup_error(
+    agent_factory: Any, ignition: str, message: str
+) -> None:
+    if "RPi" in message and importlib.util.find_spec("RPi") is not None:
+        pytest.skip("RPi.GPIO is installed here; this checks the message when it is not")
+    agent = agent_factory(extra_toml=f"[ignition]\n{ignition}\n")
+    assert agent.proc.wait(20) == 2
+    err = agent.stderr()
+    assert "key 'ignition.backend'" in err and message in err, err
+    assert "Traceback" not in err
