@@ -450,7 +450,14 @@ class TruthBuilder:
 
     def _low_battery(self) -> None:
         m = self.m
-        low = [m.battery_v[k] <= LOW_BATTERY_V and not m.engine[k] for k in range(self.n)]
+        # The definition is on the *adapter* voltage, and ATRV reports tenths of a volt: a
+        # battery at 12.33 V reads "12.3V" and is low by the rule. Truth applies the rule to
+        # what the adapter reports (the same formatting the emulator uses), not to the exact
+        # model voltage, or no detector could ever match it.
+        low = [
+            float(f"{m.battery_v[k]:.1f}") <= LOW_BATTERY_V and not m.engine[k]
+            for k in range(self.n)
+        ]
         for start, end in runs(low):
             if (end - start) * DT_S >= LOW_BATTERY_S:
                 self._emit(

@@ -66,7 +66,7 @@ def test_every_scenario_covers_its_purpose() -> None:
     assert kinds("adapter_unplug")[TruthType.OBD_LOST] == 1
     assert kinds("adapter_unplug")[TruthType.OBD_REGAINED] == 1
     assert kinds("ignition_cycles")[TruthType.TRIP_END] >= 3
-    assert kinds("ignition_cycles")[TruthType.LOW_BATTERY] == 1
+    assert kinds("ignition_cycles")[TruthType.LOW_BATTERY] >= 1
     assert kinds("highway")[TruthType.LOW_FUEL] == 1
     cold = model("cold_start")
     assert not cold.gnss_fix_at(39.9) and cold.gnss_fix_at(40.0)
