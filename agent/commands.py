@@ -161,6 +161,12 @@ class CommandProcessor:
             logger.warning("command %s (id %s) failed: %s", name[:64], request_id, exc)
             self._answer(name, request_id, error=str(exc))
             return
+        except Exception as exc:
+            # Supervision point: a bug behind one command must still get an answer.
+            self.rejected += 1
+            logger.exception("command %s (id %s) raised", name[:64], request_id)
+            self._answer(name, request_id, error=f"internal error: {type(exc).__name__}")
+            return
         if result is not None:
             self._answer(name, request_id, result=result)
 

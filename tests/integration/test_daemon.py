@@ -543,3 +543,35 @@ def test_unusable_gpio_backend_is_a_clear_setup_error(
     err = agent.stderr()
     assert "key 'ignition.backend'" in err and message in err, err
     assert "Traceback" not in err
+
+
+def test_without_gpio_the_parked_state_follows_the_rpm_fallback(
+    tmp_path: Path, mosquitto: Mosquitto, listener: Listener
+) -> None:
+    from agent.config import loads
+    from agent.daemon import Daemon
+    from drivers.samples import OBDReading
+
+    cfg = loads(
+        f'[agent]\nstate_dir = "{tmp_path / "state"}"\n[device]\nid = "{DEVICE}"\n'
+        f'[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\n'
+        '[gnss]\nenabled = false\n[obd]\nenabled = false\n[ignition]\nbackend = "none"\n'
+    )
+    daemon = Daemon(cfg)
+    daemon.start()
+    try:
+        # The driver seam: samples arrive through the emit callback every driver is given.
+        daemon._emit(OBDReading(daemon.clock.monotonic(), rpm=820.0, speed_kmh=0.0))
+        assert listener.wait_for(lambda ms: bool(_payloads(ms, "event/ignition_on")), 10.0)
+        assert _payloads(listener.messages, "event/ignition_on")[0]["data"]["source"] == "rpm"
+        assert listener.wait_for(
+            lambda ms: any(p.get("parked") is False for p in _payloads(ms, "state")), 5.0
+        )
+        daemon._emit(OBDReading(daemon.clock.monotonic(), rpm=0.0, speed_kmh=0.0))
+        assert listener.wait_for(lambda ms: bool(_payloads(ms, "event/ignition_off")), 10.0)
+        assert listener.wait_for(
+            lambda ms: _payloads(ms, "state")[-1].get("parked") is True, 5.0
+        )
+        assert daemon.device.parked is True
+    finally:
+        daemon.stop()

@@ -159,6 +159,8 @@ class Host:
         return self.fix
 
     def flush(self) -> dict[str, Any]:
+        if self.problem == "disk":
+            raise OSError(28, "No space left on device")
         return {"committed_batches": 0}
 
     def read_dtc(self) -> dict[str, Any]:
@@ -312,3 +314,11 @@ def test_overrides_round_trip_and_bad_files_are_set_aside(tmp_path: Path) -> Non
     assert ov.apply(cfg) == cfg
     assert (tmp_path / "overrides.toml.rejected").exists()
     assert not (tmp_path / "overrides.toml").exists()
+
+
+def test_an_unexpected_failure_still_gets_an_answer(rig: Any) -> None:
+    proc, host, out = rig
+    host.problem = "disk"
+    proc.on_command("flush", b'{"id":"f9"}')
+    res = _last(out)
+    assert res["ok"] is False and res["id"] == "f9" and res["error"] == "internal error: OSError"
