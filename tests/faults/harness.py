@@ -110,10 +110,13 @@ class AgentProcess:
         *,
         wrapper: list[str] | None = None,
         env: Mapping[str, str] | None = None,
+        module_args: list[str] | None = None,
     ) -> None:
         self.workdir = workdir
         self.config = workdir / "agent.toml"
         self.config.write_text(config_text)
+        # What follows ``python -m``: the real command line unless a test needs a variant.
+        self.module_args = module_args or ["agent.cli", "run", "--config", str(self.config)]
         self.stderr_path = workdir / "agent.stderr"
         self.wrapper = list(wrapper or [])
         self.env = {
@@ -129,8 +132,7 @@ class AgentProcess:
         assert self.proc is None or self.proc.poll() is not None, "already running"
         with open(self.stderr_path, "ab") as err:
             self.proc = subprocess.Popen(
-                [*self.wrapper, sys.executable, "-m", "agent.cli", "run", "--config",
-                 str(self.config)],
+                [*self.wrapper, sys.executable, "-m", *self.module_args],
                 cwd=REPO,
                 env=self.env,
                 stdout=subprocess.DEVNULL,
