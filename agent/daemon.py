@@ -42,6 +42,7 @@ STATUS_EVERY_S = 2.0
 # Stages must show progress within this many seconds when there is no systemd watchdog.
 DEFAULT_STALL_AFTER_S = 15.0
 FIX_FRESH_S = 10.0
+HEALTH_MIN_GAP_S = 5.0
 
 
 class Component(Protocol):
@@ -555,9 +556,12 @@ class Daemon:
                 done.set()
 
         self.pipeline.submit(apply)
-        if not done.wait(5.0):
-            logger.warning("reload: the pipeline did not apply the configuration within 5 s")
-            return False
+        deadline = time.monotonic() + 5.0
+        while not done.wait(0.1):
+            # A stop request must not wait behind a busy (or stalled) pipeline.
+            if self._stopping.is_set() or time.monotonic() > deadline:
+                logger.warning("reload: the pipeline did not apply the configuration in time")
+                return False
         if failure:
             logger.warning("reload refused, keeping the running configuration: %s", failure[0])
             return False
@@ -603,6 +607,7 @@ class Daemon:
         next_tick = time.monotonic() + 1.0
         was_connected = False
         warned_stall = False
+        last_health = float("-inf")
         while not self._stopping.wait(0.2):
             now = time.monotonic()
             if self._reload_requested.is_set():
@@ -621,9 +626,12 @@ class Daemon:
             if self.publisher.connected != was_connected:
                 was_connected = self.publisher.connected
                 self._health_due.set()
-            if self._health_due.is_set() or now >= next_health:
+            # On a change at most every HEALTH_MIN_GAP_S, so a flapping link cannot flood.
+            changed = self._health_due.is_set() and now - last_health >= HEALTH_MIN_GAP_S
+            if changed or now >= next_health:
                 self._health_due.clear()
                 self._queue_health()
+                last_health = now
                 next_health = now + self.cfg.health.interval_s
             if now >= next_status:
                 next_status = now + STATUS_EVERY_S
