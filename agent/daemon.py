@@ -27,7 +27,7 @@ from agent.publisher import Publisher
 from agent.reporter import PositionReporter, ReportReason, position_from_fix
 from agent.sequence import SequenceCounter
 from agent.spool import Spool
-from agent.status import status_path, write_status
+from agent.status import link_status_file, status_path, write_status
 from agent.timebase import TimeBase, iso
 from drivers.samples import IgnitionSample, Sample, VehicleInfo
 
@@ -590,6 +590,7 @@ class Daemon:
         self.start()
         status_file = status_path(self.state_dir)
         self._write_status(status_file, "running")
+        link_status_file(self.state_dir, status_file)
         self.notifier.ready(self._status_line())
         self._loop(status_file)
         self.notifier.stopping()

@@ -40,6 +40,24 @@ def write_status(path: Path, status: Mapping[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def link_status_file(state_dir: str | Path, status_file: Path) -> None:
+    """Point ``<state_dir>/status.json`` at a status file kept elsewhere (the runtime dir).
+
+    A technician's shell has no $RUNTIME_DIRECTORY; ``status --config`` finds the state dir
+    from the configuration and follows this link. Made once per start: no SD-card wear.
+    """
+    link = Path(state_dir) / FILE_NAME
+    if link == status_file:
+        return
+    tmp = link.with_name(f".{FILE_NAME}.link")
+    try:
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(status_file)
+        os.replace(tmp, link)
+    except OSError:
+        pass  # status still works with --status-file
+
+
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("status", help="what the running daemon is doing now")
     p.add_argument("--config", help="configuration file (finds the state directory)")
@@ -55,6 +73,7 @@ def _candidates(args: argparse.Namespace) -> list[Path]:
         from agent import config
 
         cfg = config.load(args.config)
+        # Under systemd the file lives in the runtime dir and the state dir holds a link to it.
         return [status_path(cfg.agent.state_dir), Path(cfg.agent.state_dir) / FILE_NAME]
     return [status_path(d) for d in DEFAULT_DIRS]
 

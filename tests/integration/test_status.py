@@ -89,3 +89,30 @@ def test_a_stale_status_means_a_stuck_daemon() -> None:
     assert not alive and "120 s old" in why
     alive, why = liveness({"written_unix": now - 1, "pid": os.getpid()}, now)
     assert alive
+
+
+def test_status_under_systemd_runtime_directory_found_from_the_config(
+    tmp_path: Path, mosquitto: Mosquitto, listener: Listener
+) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    agent = AgentProcess(tmp_path, mosquitto, env={"RUNTIME_DIRECTORY": str(run_dir)})
+    try:
+        agent.wait_ready()
+        assert (run_dir / "status.json").is_file()
+        link = agent.state_dir / "status.json"
+        assert link.is_symlink() and link.resolve() == (run_dir / "status.json").resolve()
+        # The technician's shell has no RUNTIME_DIRECTORY: the link leads to the file.
+        env = {k: v for k, v in os.environ.items() if k != "RUNTIME_DIRECTORY"}
+        out = subprocess.run(
+            [sys.executable, "-m", "agent.cli", "status", "--config", str(agent.config), "--json"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=env,
+        )
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["pid"] == agent.proc.pid
+    finally:
+        agent.stop()
