@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -153,3 +154,21 @@ def test_set_config_that_would_break_the_agent_is_rolled_back(
     assert remote.call("ping", {"id": "alive"})["ok"]
     status = agent.status()
     assert all(stage["ok"] for stage in status["stages"].values())
+
+
+def test_a_command_flood_is_rate_limited_and_the_agent_stays_healthy(
+    agent: AgentProcess, remote: Remote, listener: Listener
+) -> None:
+    for i in range(200):
+        remote.send("ping", {"id": f"flood-{i}"})
+    deadline = time.monotonic() + 10
+    while agent.status()["commands"]["received"] < 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    commands = agent.status()["commands"]
+    assert commands["received"] >= 200
+    assert commands["dropped"] >= 150, commands
+    answered = len(remote.results("ping"))
+    assert 0 < answered <= 50, answered
+    time.sleep(1.0)  # the bucket refills
+    assert remote.call("ping", {"id": "after-flood"})["ok"]
+    assert all(stage["ok"] for stage in agent.status()["stages"].values())
