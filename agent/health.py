@@ -166,8 +166,28 @@ _THROTTLE_BITS = {
 }
 
 
-def throttle_flags(vcgencmd: str | None = None) -> dict[str, bool] | None:
-    """Decode ``vcgencmd get_throttled``; None where there is no vcgencmd (not a Pi)."""
+THROTTLE_SYSFS = Path("/sys/devices/platform/soc/soc:firmware/get_throttled")
+
+
+def throttle_flags(
+    sysfs: Path = THROTTLE_SYSFS, vcgencmd: str | None = None
+) -> dict[str, bool] | None:
+    """Throttling and under-voltage flags; None where neither source exists (not a Pi).
+
+    The firmware driver's sysfs file needs no subprocess and no /dev/vchiq (which the hardened
+    unit does not grant); ``vcgencmd get_throttled`` is the fallback on older kernels.
+    """
+    value = _throttle_value(sysfs, vcgencmd)
+    if value is None:
+        return None
+    return {name: bool(value >> bit & 1) for name, bit in _THROTTLE_BITS.items()}
+
+
+def _throttle_value(sysfs: Path, vcgencmd: str | None) -> int | None:
+    try:
+        return int(sysfs.read_text().strip(), 16)  # e.g. "50005"
+    except (OSError, ValueError):
+        pass
     exe = vcgencmd or shutil.which("vcgencmd")
     if not exe:
         return None
@@ -175,10 +195,9 @@ def throttle_flags(vcgencmd: str | None = None) -> dict[str, bool] | None:
         out = subprocess.run(
             [exe, "get_throttled"], capture_output=True, text=True, timeout=2.0, check=False
         ).stdout
-        value = int(out.strip().partition("=")[2], 16)
+        return int(out.strip().partition("=")[2], 16)  # "throttled=0x50005"
     except (OSError, subprocess.SubprocessError, ValueError):
         return None
-    return {name: bool(value >> bit & 1) for name, bit in _THROTTLE_BITS.items()}
 
 
 def disk_free_bytes(path: Path) -> int | None:
