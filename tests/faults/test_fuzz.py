@@ -1,0 +1,274 @@
+"""Fuzzing: hostile input to every parser an outsider can reach; only documented errors escape.
+
+The unit suites already feed arbitrary bytes/text to each parser (tests/unit/test_nmea_*.py,
+test_elm327_parser.py, test_config.py, test_commands.py). These properties go further: inputs
+shaped like the real thing (checksummed sentences with hostile fields, mode 01/03/09 frames,
+configurations with every real key holding any kind of value, command requests with real names
+and ids), more examples, and the whole path rather than one function. Derandomized so CI sees
+the same examples every run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import functools
+import json
+import math
+import operator
+import string
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agent import config
+from agent.clock import VirtualClock
+from agent.commands import NAMES, CommandProcessor
+from agent.encoder import Encoder, Identity, Message
+from agent.errors import ConfigError
+from agent.overrides import Overrides
+from agent.sequence import SequenceCounter
+from agent.timebase import TimeBase
+from drivers.elm327 import (
+    AdapterReplyError,
+    decode_dtcs,
+    decode_mode01,
+    decode_vin,
+    parse_reply,
+    parse_voltage,
+)
+from drivers.nmea import NMEADecoder
+from drivers.samples import GNSSFix
+
+FUZZ = settings(
+    derandomize=True,
+    database=None,
+    deadline=None,
+    max_examples=1500,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+REPO = Path(__file__).resolve().parents[2]
+
+# -- NMEA ------------------------------------------------------------------------------------
+
+SENTENCE_TYPES = ["RMC", "GGA", "GSA", "VTG", "GSV", "ZDA", "GLL", "GNS", "TXT", "XYZ"]
+TALKERS = ["GP", "GN", "GL", "GA", "BD", "P", ""]
+hostile_field = st.one_of(
+    st.sampled_from(["", "A", "V", "N", "S", "E", "W", "1", "0", "-0", "nan", "inf", "1e308",
+                     "999999.99", "4916.45", "12311.12", "123519", "235959.999", "230394",
+                     "311299", "000000", "99", "-1", "M", "K", "T", "9" * 40]),
+    st.text(alphabet=string.digits + ".-+eE", max_size=14),
+    st.text(alphabet=string.printable.replace("\r", "").replace("\n", "").replace("$", "")
+            .replace("*", ""), max_size=12),
+)
+
+
+def _checksummed(body: str) -> bytes:
+    raw = body.encode("latin-1", "replace")
+    checksum = functools.reduce(operator.xor, raw, 0)
+    return b"$" + raw + b"*" + f"{checksum:02X}".encode() + b"\r\n"
+
+
+sentence = st.builds(
+    lambda talker, kind, fields: _checksummed(",".join([talker + kind, *fields])),
+    st.sampled_from(TALKERS),
+    st.sampled_from(SENTENCE_TYPES),
+    st.lists(hostile_field, max_size=22),
+)
+junk = st.binary(max_size=40).filter(lambda b: b"$" not in b)
+
+
+@FUZZ
+@given(st.lists(st.one_of(sentence, sentence, junk), max_size=30), st.data())
+def test_nmea_stream_of_hostile_checksummed_sentences(parts: list[bytes], data: Any) -> None:
+    stream = b"".join(parts)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=6)))
+    decoder = NMEADecoder()
+    epochs = []
+    t = 0.0
+    for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+        t += 0.1
+        epochs += decoder.feed(stream[a:b], t)
+    epochs += decoder.flush()
+    for epoch in epochs:
+        fix = getattr(epoch, "fix", None)
+        if isinstance(fix, GNSSFix):
+            # Whatever got through is a plausible fix, never NaN or off the globe.
+            assert -90.0 <= fix.lat <= 90.0 and -180.0 <= fix.lon <= 180.0, fix
+            assert not any(math.isnan(v) for v in (fix.lat, fix.lon))
+            assert fix.utc.tzinfo is not None and fix.utc.year >= 1980, fix
+            for v in (fix.speed_mps, fix.hdop, fix.alt_m, fix.course_deg):
+                assert v is None or math.isfinite(v), fix
+
+
+# -- ELM327 ----------------------------------------------------------------------------------
+
+hex_bytes = st.binary(min_size=0, max_size=24)
+frame_text = st.builds(
+    lambda header, data, spaced: (header + " " if header else "")
+    + (" " if spaced else "").join(f"{b:02X}" for b in data),
+    st.sampled_from(["", "7E8", "7E9", "7E8 10", "7E8 21", "18DAF110"]),
+    hex_bytes,
+    st.booleans(),
+)
+reply_text = st.lists(
+    st.one_of(frame_text, st.sampled_from(["NO DATA", "SEARCHING...", "?", ">", "014", "0:",
+                                           "1:4902", "STOPPED", "ERR94", "BUS INIT: ...ERROR",
+                                           "12.6V", "\x00", ""])),
+    max_size=6,
+).map("\r".join)
+
+
+@FUZZ
+@given(reply_text, st.sampled_from(["", "010C", "010D0C", "03", "07", "0902", "ATRV"]))
+def test_elm327_reply_through_every_decoder(text: str, request: str) -> None:
+    with contextlib.suppress(AdapterReplyError):
+        parse_voltage(text)
+    try:
+        messages = parse_reply(text, request)
+    except AdapterReplyError:
+        return
+    for m in messages:
+        for decode in (decode_mode01, lambda d: decode_dtcs(d, 3), lambda d: decode_dtcs(d, 7),
+                       decode_vin):
+            with contextlib.suppress(AdapterReplyError):
+                decode(m.data)
+
+
+@FUZZ
+@given(st.binary(max_size=64))
+def test_elm327_decoders_take_any_bytes(data: bytes) -> None:
+    for decode in (decode_mode01, lambda d: decode_dtcs(d, 3), lambda d: decode_dtcs(d, 7),
+                   decode_vin):
+        with contextlib.suppress(AdapterReplyError):
+            decode(data)
+
+
+# -- configuration ---------------------------------------------------------------------------
+
+KEYS = [name for name, _, _ in config.describe()]
+any_value = st.recursive(
+    st.one_of(
+        st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True),
+        st.text(max_size=20), st.sampled_from(["", "auto", "json", "debug", "/dev/null", "-1"]),
+    ),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                 max_size=3),
+    max_leaves=8,
+)
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            child = node.setdefault(p, {})
+            if not isinstance(child, dict):
+                break
+            node = child
+        else:
+            node[leaf] = value
+    return out
+
+
+@FUZZ
+@given(st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=12), any_value, max_size=8))
+def test_config_with_real_keys_and_any_values(flat: dict[str, Any]) -> None:
+    try:
+        cfg = config.from_dict(_nest(flat), source="fuzz.toml")
+    except ConfigError as exc:
+        assert "fuzz.toml" in str(exc), exc  # every error names the file
+        return
+    cfg.digest()  # a configuration that loads can be hashed and described
+    config.to_dict(cfg)
+
+
+@FUZZ
+@given(st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=12), any_value, max_size=4))
+def test_config_changes_by_dotted_key(changes: dict[str, Any]) -> None:
+    with contextlib.suppress(ConfigError):
+        config.replace_keys(config.Config(), changes)
+
+
+# -- command payloads ------------------------------------------------------------------------
+
+
+class _Host:
+    """A small behaving command host: what the daemon answers, without devices or threads."""
+
+    def __init__(self) -> None:
+        self.config = config.Config()
+
+    def apply_config(self, cfg: config.Config) -> None:
+        self.config = cfg
+
+    def health_problem(self) -> str:
+        return ""
+
+    def describe(self) -> dict[str, Any]:
+        return {"version": "fuzz", "uptime_s": 1.0, "config_hash": self.config.digest(),
+                "mqtt_connected": True, "spool_depth": 0}
+
+    def locate(self) -> dict[str, Any] | None:
+        return None
+
+    def flush(self) -> dict[str, Any]:
+        return {"committed_batches": 0, "spool_depth": 0}
+
+    def read_dtc(self) -> dict[str, Any]:
+        return {"stored": [], "pending": [], "read_age_s": 0.0}
+
+
+json_value = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=16),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
+                                                                 max_size=4),
+    max_leaves=12,
+)
+request_doc = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.text(max_size=70) | st.integers() | st.none(),
+        "changes": st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=12), json_value,
+                                   max_size=3),
+        "extra": json_value,
+    },
+)
+payload_bytes = st.one_of(
+    request_doc.map(lambda d: json.dumps(d).encode()),
+    json_value.map(lambda v: json.dumps(v).encode()),
+    st.binary(max_size=300),
+    st.sampled_from([b"", b"{", b"NaN", b'{"id": NaN}', b'{"a": Infinity}', b"[" * 5000,
+                     b"\xff\xfe{}", b'{"id": "x"}' + b" " * 5000]),
+)
+
+
+def test_command_payloads_get_one_schema_valid_answer_or_none(tmp_path: Path) -> None:
+    answers: list[Message] = []
+    seq = SequenceCounter(tmp_path / "seq")
+    encoder = Encoder(Identity("van-fuzz", "boot", "fleet/v1"), seq,
+                      TimeBase(VirtualClock(0.0, dt.datetime(2026, 3, 2, tzinfo=dt.UTC))))
+    processor = CommandProcessor(
+        _Host(), encoder, answers.append, lambda job: job(), lambda: 0.0,
+        Overrides(tmp_path), confirm_s=0.0, rate_per_s=1e9, burst=10**9,
+    )
+    schema = json.loads((REPO / "agent" / "schemas" / "cmd_result.json").read_text())
+
+    @FUZZ
+    @given(st.sampled_from([*NAMES, "reboot", "x" * 65, "", "ping/../x"]), payload_bytes)
+    def run(name: str, payload: bytes) -> None:
+        before = len(answers)
+        processor.on_command(name, payload)  # the publisher's entry point
+        processor.tick()  # confirm (or roll back) a set_config at once
+        new = answers[before:]
+        assert len(new) <= 1, [m.payload for m in new]
+        for m in new:
+            jsonschema.validate(m.payload, schema)
+            assert m.topic.endswith("/result"), m.topic
+
+    run()
