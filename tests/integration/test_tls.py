@@ -119,3 +119,53 @@ def test_bad_tls_material_gives_a_clear_error_and_keeps_the_data(
         assert van.publisher.alive
     finally:
         van.stop()
+
+
+@pytest.mark.parametrize("password, ok", [("s3cret-van", True), ("wrong", False)])
+def test_username_and_password_over_tls(tmp_path: Path, password: str, ok: bool) -> None:
+    import subprocess
+
+    pki = tmp_path / "pki"
+    ca = make_ca(pki, "Fleet CA")
+    server = make_cert(ca, pki, "broker", server=True)
+    passwd = tmp_path / "passwd"
+    subprocess.run(
+        ["mosquitto_passwd", "-c", "-b", str(passwd), "van-1", "s3cret-van"],
+        check=True,
+        capture_output=True,
+    )
+    tls_port = free_port()
+    work = tmp_path / "broker"
+    work.mkdir()
+    conf = mosquitto_tls_conf(tls_port, ca, server, require_client_cert=False).replace(
+        "allow_anonymous true", f"allow_anonymous false\npassword_file {passwd}"
+    )
+    broker = Mosquitto(work, port=tls_port, extra_conf=conf)
+    broker.start()
+    settings = mqtt_settings(
+        "127.0.0.1", tls_port, username="van-1", tls=TLSSection(str(ca.cert_path))
+    )
+    from agent.publisher import Publisher
+
+    van = Van(tmp_path / "van", settings, start=False)
+    # The daemon reads the password from mqtt.password_file; the publisher takes it as is.
+    van.publisher = Publisher(
+        settings, van.identity, van.spool, birth=van.state_payload, password=password
+    )
+    van.drive(30)
+    van.park()
+    van.publisher.start()
+    try:
+        if ok:
+            deadline = time.monotonic() + 10
+            while van.spool.depth() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert van.spool.depth() == 0, van.publisher.stats()
+        else:
+            error = wait_for_error(van)
+            assert error.startswith("broker refused the connection"), error
+            assert "not authorized" in error.lower() or "password" in error.lower(), error
+            assert van.spool.depth() > 0
+    finally:
+        van.stop()
+        broker.stop()
