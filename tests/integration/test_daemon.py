@@ -439,7 +439,6 @@ duration_s = 90
 """
 
 
-@pytest.mark.slow
 def test_simulated_van_ignition_cycles_drive_trips(
     agent_factory: Any, listener: Listener, tmp_path: Path
 ) -> None:
