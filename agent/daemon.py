@@ -33,8 +33,9 @@ from drivers.samples import IgnitionSample, Sample, VehicleInfo
 
 logger = logging.getLogger(__name__)
 
-# Test hook: with TELEMATICS_TEST_HOOKS=1 in the environment, SIGUSR2 stalls the pipeline thread
-# so tests can watch the watchdog pings stop. Without the variable SIGUSR2 keeps its default
+# Test hooks: with TELEMATICS_TEST_HOOKS=1 in the environment, SIGUSR2 stalls the pipeline thread
+# and SIGUSR1 stalls the publisher thread at the next command it receives, so tests can watch the
+# watchdog pings stop. Without the variable both signals keep their default action (terminate)
 # action, so nothing in production can trigger a stall.
 TEST_HOOKS_ENV = "TELEMATICS_TEST_HOOKS"
 STOP_BUDGET_S = 4.5  # systemd and the issue allow 5 s from SIGTERM to exit
@@ -121,8 +122,10 @@ class Daemon:
         )
         self.notifier = Notifier()
         watchdog_s = self.notifier.watchdog_timeout_s
+        # Half the watchdog timeout, but never below 1.5 s: every loop stamps its progress at
+        # least twice a second.
         self.monitor = ProgressMonitor(
-            max(3.0, watchdog_s / 2) if watchdog_s else DEFAULT_STALL_AFTER_S
+            max(1.5, watchdog_s / 2) if watchdog_s else DEFAULT_STALL_AFTER_S
         )
         self.drivers: list[Component] = []
         self.obd: Any = None
@@ -131,6 +134,7 @@ class Daemon:
         self._stopping = threading.Event()
         self._reload_requested = threading.Event()
         self._health_due = threading.Event()
+        self._stall_publisher = threading.Event()
         self._errors_at_apply = 0
         self._build_drivers()
         self._watch_stages()
@@ -274,6 +278,11 @@ class Daemon:
         self._commit(self.core.flush())
 
     def _on_command(self, name: str, payload: bytes) -> None:
+        if self._stall_publisher.is_set():  # test hook only (see TEST_HOOKS_ENV)
+            self._stall_publisher.clear()
+            logger.warning("test hook: stalling the publisher thread")
+            self._stopping.wait(120.0)
+            return
         self.commands.on_command(name, payload)
 
     def _state_payload(self, online: bool) -> dict[str, Any]:
@@ -586,7 +595,11 @@ class Daemon:
         signal.signal(signal.SIGHUP, on_hup)
         if os.environ.get(TEST_HOOKS_ENV) == "1":
             signal.signal(signal.SIGUSR2, lambda s, f: self._stall_pipeline())
-            logger.warning("test hooks enabled (%s=1): SIGUSR2 stalls the pipeline", TEST_HOOKS_ENV)
+            signal.signal(signal.SIGUSR1, lambda s, f: self._stall_publisher.set())
+            logger.warning(
+                "test hooks enabled (%s=1): SIGUSR2 stalls the pipeline, SIGUSR1 the publisher",
+                TEST_HOOKS_ENV,
+            )
         self.start()
         status_file = status_path(self.state_dir)
         self._write_status(status_file, "running")

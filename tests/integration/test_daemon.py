@@ -245,26 +245,35 @@ def test_ready_status_watchdog_then_clean_stop(
     assert agent.status()["state"] == "stopped"
 
 
-def test_watchdog_pings_stop_when_the_pipeline_stalls(
-    agent_factory: Any, listener: Listener
+@pytest.mark.parametrize("stage", ["pipeline", "publisher"])
+def test_watchdog_pings_stop_when_a_stage_stalls(
+    agent_factory: Any, listener: Listener, stage: str
 ) -> None:
-    # WATCHDOG_USEC 4 s: pings every 2 s, a stage without progress for 3 s is stalled.
-    agent = agent_factory(watchdog_usec=4_000_000, env={"TELEMATICS_TEST_HOOKS": "1"})
+    # WATCHDOG_USEC 3 s: pings every 1.5 s; a stage without progress for 1.5 s is stalled.
+    agent = agent_factory(watchdog_usec=3_000_000, env={"TELEMATICS_TEST_HOOKS": "1"})
     agent.wait_ready()
     assert agent.notify.wait_for(lambda r: len(agent.notify.times("WATCHDOG=1")) >= 2, 10.0)
+    assert listener.wait_for(lambda ms: any(m.topic == _topic("state") for m in ms), 10.0)
     stalled_at = time.monotonic()
-    agent.signal(signal.SIGUSR2)
-    # Allow the stall to be noticed (3 s) plus one loop turn, then watch a window of 4.5 s:
+    if stage == "pipeline":
+        agent.signal(signal.SIGUSR2)
+    else:
+        # The publisher thread stalls inside the next command callback it runs.
+        agent.signal(signal.SIGUSR1)
+        time.sleep(0.3)
+        listener.client.publish(_topic("cmd/ping"), b'{"id": "stall"}', qos=1)
+    # Allow the stall to be noticed (1.5 s) plus a loop turn, then watch a window of 3.5 s:
     # healthy, that window would hold two pings.
-    time.sleep(3.5)
+    time.sleep(2.5)
     window_start = time.monotonic()
-    time.sleep(4.5)
+    time.sleep(3.5)
     assert agent.notify.times("WATCHDOG=1", after=window_start) == []
     assert agent.notify.times("WATCHDOG=1", after=stalled_at - 10.0), "pinged before the stall"
-    assert "stalled: ['pipeline']; withholding the watchdog" in agent.stderr()
+    assert f"stalled: ['{stage}']; withholding the watchdog" in agent.stderr()
     status = agent.status()
-    assert status["stages"]["pipeline"]["ok"] is False
-    assert status["stages"]["publisher"]["ok"] is True
+    assert status["stages"][stage]["ok"] is False
+    other = "publisher" if stage == "pipeline" else "pipeline"
+    assert status["stages"][other]["ok"] is True
     rc, took = agent.terminate()
     assert rc == 0 and took < 5.0, "a stalled agent still stops in time"
 
