@@ -94,6 +94,10 @@ class Publisher:
         self._extra: list[Message] = []
         self._inflight: dict[int, int] = {}  # paho mid -> spool entry id
         self._acks: list[int] = []  # PUBACKed entries, deleted from the spool in one batch
+        self._topics: dict[int, str] = {}  # paho mid -> topic, to name a refused publish
+        # Set when the broker refuses one of our publishes (ACL); cleared by the next accepted
+        # one. mosquitto also drops the link after several refusals: the reason is this.
+        self._rejection = ""
         self._backoff = Backoff(settings.backoff_min_s, settings.backoff_max_s, rng)
         self._next_attempt = 0.0
         self._connect_started = 0.0
@@ -325,6 +329,7 @@ class Publisher:
             self.spool.nack(entry_id)
             self.requeued += 1
         self._inflight.clear()
+        self._topics.clear()
         if was:
             self.reconnects += 1
 
@@ -357,6 +362,7 @@ class Publisher:
                 self.spool.nack(entry.id)
                 break
             self._inflight[info.mid] = entry.id
+            self._topics[info.mid] = entry.message.topic
 
     def _send(
         self, topic: str, payload: Mapping[str, Any], retain: bool, qos: int
@@ -401,15 +407,18 @@ class Publisher:
             self._failure = f"broker refused the connection: {reason}"
             return
         self.connected = True
-        self._backoff.reset()
-        if self.last_error:
+        if not self._rejection:
+            # After a refusal the link comes up fine and fails again: keep backing off.
+            self._backoff.reset()
+        if self.last_error and not self._rejection:
             logger.info(
                 "broker link up (%s:%d, MQTT %s)",
                 self.settings.host,
                 self.settings.port,
                 self.protocol,
             )
-        self.last_error = ""
+        if not self._rejection:
+            self.last_error = ""
         # Everything committed so far is backlog from this connection's point of view.
         self._live_edge_id = self.spool.last_id
         client.subscribe(self.identity.topic("cmd/+"), qos=1)
@@ -428,7 +437,11 @@ class Publisher:
         props: Properties | None,
     ) -> None:
         if self.connected and not self._stop.is_set() and self._failure is None:
-            self._failure = f"broker closed the connection: {reason}"
+            self._failure = (
+                f"broker closed the connection after it {self._rejection}"
+                if self._rejection
+                else f"broker closed the connection: {reason}"
+            )
 
     def _on_publish(
         self,
@@ -450,6 +463,7 @@ class Publisher:
                 self._birth_acked = True
             return
         entry_id = self._inflight.pop(mid, None)
+        topic = self._topics.pop(mid, "?")
         if entry_id is None:
             return
         if reason.is_failure:
@@ -463,10 +477,14 @@ class Publisher:
                 reason,
                 delay,
             )
-            self.last_error = f"broker rejected a publish: {reason}"
+            self._rejection = f"rejected a publish on {topic}: {reason}"
+            self.last_error = f"broker {self._rejection}"
             self._hold_until = time.monotonic() + delay
             self.spool.nack(entry_id)
             return
+        if self._rejection:
+            self._rejection = ""
+            self._backoff.reset()
         self._acks.append(entry_id)
         self.acked += 1
 

@@ -30,6 +30,7 @@ from agent.sequence import SequenceCounter
 from agent.spool import Spool
 from agent.timebase import TimeBase, iso
 from drivers.samples import FixMode, FixQuality, GNSSFix
+from simulator.broker import Mosquitto
 from tests.listener import Listener, Received
 
 START_UTC = dt.datetime(2026, 11, 20, 8, 0, tzinfo=dt.UTC)
@@ -183,6 +184,25 @@ def delivered(messages: list[Received], device_id: str = "van-1") -> Delivered:
         duplicates=sum(c - 1 for c in counts.values()),
         historical=historical,
     )
+
+
+def start_broker(broker: Mosquitto) -> None:
+    """Start ``broker`` after dropping repeated ``user`` lines from its configuration.
+
+    Both the broker runner and ``tests.pki``'s TLS lines may say ``user root`` (mosquitto must
+    not drop privileges in tests); mosquitto refuses a configuration that says it twice.
+    """
+    lines = broker.conf.read_text().splitlines()
+    seen_user = False
+    kept = []
+    for line in lines:
+        if line.startswith("user "):
+            if seen_user:
+                continue
+            seen_user = True
+        kept.append(line)
+    broker.conf.write_text("\n".join(kept) + "\n")
+    broker.start()
 
 
 def wait_listening(listener: Listener, host: str, port: int, timeout_s: float = 10.0) -> None:

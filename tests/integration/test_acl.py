@@ -15,7 +15,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from simulator.broker import Mosquitto, free_port
 from tests.contract import validate_all
-from tests.delivery import Van, delivered, mqtt_settings
+from tests.delivery import Van, delivered, mqtt_settings, start_broker
 from tests.pki import CA, Issued, make_ca, make_cert
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,17 +53,22 @@ def example_conf(port: int, ca: CA, server: Issued, acl: Path) -> str:
 
 
 @pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
+def acl_text() -> str:
+    return ACL.read_text()
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, acl_text: str) -> Iterator[Fleet]:
     pki = tmp_path / "pki"
     ca = make_ca(pki, "Fleet CA")
     server = make_cert(ca, pki, "broker", server=True)
     acl = tmp_path / "fleet.acl"
-    acl.write_text(ACL.read_text())
+    acl.write_text(acl_text)
     port = free_port()
     work = tmp_path / "broker"
     work.mkdir()
     broker = Mosquitto(work, port=port, extra_conf=example_conf(port, ca, server, acl))
-    broker.start()
+    start_broker(broker)
     try:
         yield Fleet(broker, ca, pki)
     finally:
@@ -230,3 +235,38 @@ def _as_received(client: Client) -> list[object]:
 
     with client._cond:
         return [Received(m.topic, m.payload, bool(m.retain), m.qos) for m in client.received]
+
+
+@pytest.mark.parametrize(
+    "acl_text", [ACL.read_text().replace("pattern write fleet/v1/%u/pos\n", "")]
+)
+def test_a_refused_publish_stays_in_the_spool_and_is_retried_later(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    from agent.config import TLSSection
+
+    cert = fleet.cert("van-1")
+    tls = TLSSection(str(fleet.ca.cert_path), str(cert.cert_path), str(cert.key_path))
+    van = Van(tmp_path / "van", mqtt_settings("127.0.0.1", fleet.broker.port, tls=tls), start=False)
+    van.drive(30)
+    van.park()
+    depth = van.spool.depth()
+    van.publisher.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not van.publisher.rejected:
+            time.sleep(0.05)
+        assert van.publisher.rejected, van.publisher.stats()
+        time.sleep(0.5)
+        error = van.publisher.last_error
+        # mosquitto drops an MQTT 5 client after refused publishes: the error still names the
+        # refusal, not just "connection closed".
+        assert "rejected a publish on fleet/v1/van-1/pos: Not authorized" in error, error
+        assert van.spool.depth() == depth > 0
+        # Reconnects keep backing off (max 1 s here): not a tight loop hammering the broker.
+        before = van.publisher.reconnects
+        time.sleep(1.0)
+        assert van.publisher.reconnects - before <= 6, van.publisher.stats()
+        assert van.publisher.alive
+    finally:
+        van.stop()

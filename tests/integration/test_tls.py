@@ -12,7 +12,7 @@ import pytest
 from agent.config import TLSSection
 from simulator.broker import Mosquitto, free_port
 from tests.contract import validate_all
-from tests.delivery import Van, delivered, mqtt_settings
+from tests.delivery import Van, delivered, mqtt_settings, start_broker
 from tests.listener import Listener
 from tests.pki import CA, make_ca, make_cert, make_key, mosquitto_tls_conf
 
@@ -38,7 +38,7 @@ def tls_broker(tmp_path: Path) -> Iterator[TLSBroker]:
         f"listener {plain_port} 127.0.0.1\nallow_anonymous true\n"
     )
     broker = Mosquitto(work, port=plain_port, extra_conf="per_listener_settings true\n" + conf)
-    broker.start()
+    start_broker(broker)
     try:
         yield TLSBroker(broker, tls_port, ca, pki)
     finally:
@@ -141,7 +141,7 @@ def test_username_and_password_over_tls(tmp_path: Path, password: str, ok: bool)
         "allow_anonymous true", f"allow_anonymous false\npassword_file {passwd}"
     )
     broker = Mosquitto(work, port=tls_port, extra_conf=conf)
-    broker.start()
+    start_broker(broker)
     settings = mqtt_settings(
         "127.0.0.1", tls_port, username="van-1", tls=TLSSection(str(ca.cert_path))
     )
