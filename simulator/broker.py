@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -17,13 +18,20 @@ def free_port() -> int:
 
 
 class Mosquitto:
-    """One mosquitto process with a temporary configuration and no persistence.
+    """One mosquitto process with a temporary configuration (no persistence unless asked).
 
     ``stop()`` and ``start()`` keep the same port, so a client sees an outage and a recovery.
     Extra configuration lines (TLS listeners, ACLs) can be passed as ``extra_conf``.
     """
 
-    def __init__(self, workdir: Path, *, port: int | None = None, extra_conf: str = "") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        port: int | None = None,
+        extra_conf: str = "",
+        persistent: bool = False,
+    ) -> None:
         exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(exe).exists():
             raise RuntimeError("mosquitto is not installed: run `make test`, which installs it")
@@ -34,9 +42,22 @@ class Mosquitto:
         self.conf = workdir / "mosquitto.conf"
         self.log = workdir / "mosquitto.log"
         body = extra_conf or f"listener {self.port} {self.host}\nallow_anonymous true\n"
+        # Persistence keeps subscribers' sessions (and what is queued for them) across a
+        # restart, as a production broker does; tests of outages need it on the subscriber side.
+        persistence = (
+            f"persistence true\npersistence_location {workdir}/\nautosave_interval 1\n"
+            if persistent
+            else "persistence false\n"
+        )
+        # Started as root, mosquitto drops to the `mosquitto` user, which cannot write our
+        # temporary directory (log, persistence file): stay who we are instead.
+        # (Callers' extra lines may say so themselves: mosquitto refuses a second `user`.)
+        says_user = any(line.split()[:1] == ["user"] for line in body.splitlines())
+        user = "user root\n" if os.geteuid() == 0 and not says_user else ""
         self.conf.write_text(
-            "persistence false\n"
-            f"log_dest file {self.log}\n"
+            persistence
+            + user
+            + f"log_dest file {self.log}\n"
             "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
             "max_inflight_messages 0\nmax_queued_messages 0\n"
             + body

@@ -87,6 +87,7 @@ class GNSSFaults:
     unplug: tuple[Interval, ...] = ()  # receiver disappears
     garbage: tuple[Burst, ...] = ()  # random bytes between sentences
     bad_checksums: tuple[Burst, ...] = ()  # sentences with a wrong checksum
+    noise_scale: float = 1.0  # receiver error, multipath and speed noise; 0 = a perfect receiver
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,6 +440,7 @@ def _read_gnss(reader: _Reader) -> GNSSFaults:
         unplug=_read_intervals(reader, "unplug"),
         garbage=_read_bursts(reader, "garbage", "bytes"),
         bad_checksums=_read_bursts(reader, "bad_checksums", "count"),
+        noise_scale=reader.number("noise_scale", 1.0, low=0, high=10),
     )
     reader.finish()
     return gnss

@@ -113,7 +113,8 @@ class Receiver:
             if snr_db >= 25 and orbit.elevation_deg >= 10.0:
                 used.append(orbit.prn)
         hdop = round(0.55 + 4.0 / max(len(used), 4) + (0.35 if parked else 0.0), 2)
-        sigma_m, tau_s = (2.5 * hdop, 60.0) if parked else (1.0 * hdop, 30.0)
+        noise = self.faults.noise_scale
+        sigma_m, tau_s = (2.5 * hdop * noise, 60.0) if parked else (1.0 * hdop * noise, 30.0)
         rho = math.exp(-dt_s / tau_s)
         spread = sigma_m * math.sqrt(1.0 - rho * rho)
         self._err_e_m = rho * self._err_e_m + spread * self._rng.gauss(0.0, 1.0)
@@ -123,13 +124,13 @@ class Receiver:
         lon = state.lon + math.degrees(
             self._err_e_m / (EARTH_RADIUS_M * math.cos(math.radians(state.lat)))
         )
-        if parked:
+        if parked and noise > 0:
             # A parked receiver reports a flickering speed of a few cm/s and a random course.
-            speed_mps = abs(self._rng.gauss(0.0, 0.08))
+            speed_mps = abs(self._rng.gauss(0.0, 0.08 * noise))
             course = self._rng.uniform(0.0, 360.0)
         else:
-            speed_mps = max(state.speed_kmh / 3.6 + self._rng.gauss(0.0, 0.05), 0.0)
-            course = (state.course_deg + self._rng.gauss(0.0, 0.3)) % 360.0
+            speed_mps = max(state.speed_kmh / 3.6 + self._rng.gauss(0.0, 0.05 * noise), 0.0)
+            course = (state.course_deg + self._rng.gauss(0.0, 0.3 * noise)) % 360.0
         return Epoch(
             utc=state.utc,
             fix=True,

@@ -167,11 +167,10 @@ def mosquitto_tls_conf(
 ) -> str:
     """Listener lines for ``simulator.broker.Mosquitto(extra_conf=...)``: TLS, optionally mutual.
 
-    ``user root``: started as root, mosquitto drops to the ``mosquitto`` user before it reads the
-    certificates, and that user cannot enter pytest's 0700 temporary directories.
+    (``Mosquitto`` itself keeps a root-started broker root, so it can read the certificates in
+    pytest's 0700 temporary directories.)
     """
     lines = [
-        "user root",
         f"listener {port} {host}",
         f"cafile {ca.cert_path}",
         f"certfile {server.cert_path}",
