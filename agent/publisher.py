@@ -95,6 +95,7 @@ class Publisher:
         self._inflight: dict[int, int] = {}  # paho mid -> spool entry id
         self._acks: list[int] = []  # PUBACKed entries, deleted from the spool in one batch
         self._topics: dict[int, str] = {}  # paho mid -> topic, to name a refused publish
+        self._extra_mids: set[int] = set()  # command results and state in flight
         # Set when the broker refuses one of our publishes (ACL); cleared by the next accepted
         # one. mosquitto also drops the link after several refusals: the reason is this.
         self._rejection = ""
@@ -123,6 +124,7 @@ class Publisher:
         self.bytes_sent = 0
         self.rejected = 0
         self.requeued = 0
+        self.window = settings.max_inflight
 
     # -- called from other threads -------------------------------------------------------------
 
@@ -163,6 +165,7 @@ class Publisher:
             "rejected": self.rejected,
             "requeued": self.requeued,
             "inflight": len(self._inflight),
+            "window": self.window,
             "bytes_sent": self.bytes_sent,
         }
 
@@ -330,6 +333,7 @@ class Publisher:
             self.requeued += 1
         self._inflight.clear()
         self._topics.clear()
+        self._extra_mids.clear()
         if was:
             self.reconnects += 1
 
@@ -339,7 +343,9 @@ class Publisher:
             live, self._live = self._live, None
             extra, self._extra = self._extra, []
         for m in extra:
-            self._send(m.topic, m.payload, retain=m.retain, qos=1)
+            info = self._send(m.topic, m.payload, retain=m.retain, qos=1)
+            if info is not None:
+                self._extra_mids.add(info.mid)
         if live is not None:
             now = time.monotonic()
             if now - self._live_sent_at >= self.settings.live_min_interval_s:
@@ -350,7 +356,12 @@ class Publisher:
                 with self._lock:
                     if self._live is None:
                         self._live = live
-        room = self.settings.max_inflight - len(self._inflight)
+        room = (
+            self.window
+            - len(self._inflight)
+            - len(self._extra_mids)
+            - (self._birth_mid is not None)
+        )
         if room <= 0:
             return
         for entry in self.spool.take(room):
@@ -407,6 +418,14 @@ class Publisher:
             self._failure = f"broker refused the connection: {reason}"
             return
         self.connected = True
+        # An MQTT 5 broker may allow fewer unacknowledged QoS 1 messages than we would send
+        # (its Receive Maximum); exceeding it is a protocol error. paho neither reads the
+        # property nor lets us change its window once connected, so ours narrows instead,
+        # counting the birth and command results in flight too.
+        receive_max = getattr(props, "ReceiveMaximum", None) if props is not None else None
+        self.window = self.settings.max_inflight
+        if isinstance(receive_max, int) and receive_max > 0:
+            self.window = min(self.window, receive_max)
         if not self._rejection:
             # After a refusal the link comes up fine and fails again: keep backing off.
             self._backoff.reset()
@@ -451,6 +470,7 @@ class Publisher:
         reason: ReasonCode,
         props: Properties | None,
     ) -> None:
+        self._extra_mids.discard(mid)
         if mid == self._birth_mid:
             self._birth_mid = None
             if reason.is_failure:

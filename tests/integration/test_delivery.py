@@ -251,3 +251,39 @@ def test_live_lane_can_be_throttled_without_losing_history(
     assert 2 <= len(live) <= 6, len(live)
     assert live[-1]["seq"] == 60, "the newest position still reaches the live topic"
     validate_all(listener.messages)
+
+
+def test_the_brokers_receive_maximum_narrows_the_window(tmp_path: Path) -> None:
+    from simulator.broker import free_port
+
+    work = tmp_path / "broker"
+    work.mkdir()
+    port = free_port()
+    # mosquitto advertises max_inflight_messages as its MQTT 5 Receive Maximum.
+    broker = Mosquitto(
+        work,
+        port=port,
+        extra_conf=f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 7\n",
+    )
+    broker.start()
+    listener = Listener(broker.host, broker.port, "#")
+    van = Van(
+        tmp_path / "van", mqtt_settings(broker.host, broker.port), start=False, max_batch_records=5
+    )
+    try:
+        van.drive(300)
+        van.park()
+        van.publisher.start()
+        peak = 0
+        deadline = time.monotonic() + 20
+        while van.spool.depth() and time.monotonic() < deadline:
+            peak = max(peak, van.publisher.inflight)
+            time.sleep(0.001)
+        assert van.spool.depth() == 0
+        assert van.publisher.window == 7
+        assert peak <= 7
+        assert len(delivered(listener.messages).seqs) == van.seq.last_value
+    finally:
+        van.stop()
+        listener.close()
+        broker.stop()
