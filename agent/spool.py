@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import json
 import logging
@@ -129,6 +130,7 @@ class Spool:
         self.thinned_records = 0
         self.quarantined = 0
         self.corrupt_rows = 0
+        self.stranded = 0  # entries left in a file quarantined while running
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -257,7 +259,13 @@ class Spool:
                 try:
                     row_id = int(self._q.put(data))
                 except sqlite3.Error as exc:
-                    raise SpoolError(f"cannot write to the spool: {exc}") from exc
+                    if not _corrupt(exc):
+                        raise SpoolError(f"cannot write to the spool: {exc}") from exc
+                    self._recover(exc)
+                    try:
+                        row_id = int(self._q.put(data))
+                    except sqlite3.Error as again:
+                        raise SpoolError(f"cannot write to the spool: {again}") from again
                 records = m.payload.get("count", 1) if m.lane is Lane.POSITION else 1
                 self._track(row_id, _Row(m.lane, len(data), self._wall(), int(records)))
                 self._last_id = max(self._last_id, row_id)
@@ -297,9 +305,15 @@ class Spool:
             if row.thinned or row_id in self._inflight:
                 continue
             row.thinned = True
-            (data,) = self._db.execute(
-                f"SELECT data FROM {_TABLE} WHERE _id = ?", (row_id,)
-            ).fetchone()
+            try:
+                (data,) = self._db.execute(
+                    f"SELECT data FROM {_TABLE} WHERE _id = ?", (row_id,)
+                ).fetchone()
+            except sqlite3.Error as exc:
+                if not _corrupt(exc):
+                    raise SpoolError(f"cannot read the spool: {exc}") from exc
+                self._recover(exc)
+                return True  # the budget is free again
             try:
                 message = _message(json.loads(data))
                 records = batch_records(message.payload)
@@ -340,10 +354,16 @@ class Spool:
             if not ids:
                 return out
             rows: dict[int, bytes] = {}
-            for chunk in _chunks(ids):
-                marks = ",".join("?" * len(chunk))
-                sql = f"SELECT _id, data FROM {_TABLE} WHERE _id IN ({marks})"
-                rows.update((int(i), d) for i, d in self._db.execute(sql, chunk))
+            try:
+                for chunk in _chunks(ids):
+                    marks = ",".join("?" * len(chunk))
+                    sql = f"SELECT _id, data FROM {_TABLE} WHERE _id IN ({marks})"
+                    rows.update((int(i), d) for i, d in self._db.execute(sql, chunk))
+            except sqlite3.Error as exc:
+                if not _corrupt(exc):
+                    raise SpoolError(f"cannot read the spool: {exc}") from exc
+                self._recover(exc)
+                return out
             bad: list[int] = []
             for row_id in ids:
                 try:
@@ -395,7 +415,33 @@ class Spool:
                     marks = ",".join("?" * len(chunk))
                     self._db.execute(f"DELETE FROM {_TABLE} WHERE _id IN ({marks})", chunk)
         except sqlite3.Error as exc:
-            raise SpoolError(f"cannot update the spool: {exc}") from exc
+            if not _corrupt(exc):
+                raise SpoolError(f"cannot update the spool: {exc}") from exc
+            self._recover(exc)
+
+    def _recover(self, exc: sqlite3.Error) -> None:
+        """The file went bad while running: set it aside, go on with a fresh one."""
+        last_id = self._last_id
+        for conn in (self._q, self._db):
+            with contextlib.suppress(Exception):
+                conn.close()
+        lost = self.depth_unlocked()
+        self._quarantine(f"found damaged while running: {exc}; {lost} entries stay in it")
+        self._positions.clear()
+        self._others.clear()
+        self._inflight.clear()
+        self._bytes = 0
+        self.stranded += lost
+        self._q = self._open()
+        self._db = sqlite3.connect(
+            str(self.directory / DB_FILE), check_same_thread=False, timeout=10.0
+        )
+        # Ids keep growing across the swap, so a late PUBACK for an entry of the old file can
+        # never delete a new entry that happens to get the same id.
+        with self._db:
+            self._db.execute(
+                "INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (_TABLE, last_id)
+            )
 
     def _set_status(self, ids: list[int], status: int) -> None:
         if not ids:
@@ -438,6 +484,7 @@ class Spool:
                 "evicted_events": float(self.evicted_events),
                 "quarantined": float(self.quarantined),
                 "corrupt_rows": float(self.corrupt_rows),
+                "stranded": float(self.stranded),
                 "committed": float(self.committed),
                 "acked": float(self.acked),
                 "inflight": float(len(self._inflight)),
@@ -462,6 +509,14 @@ class Spool:
             finally:
                 self._q.close()
                 self._db.close()
+
+
+def _corrupt(exc: sqlite3.Error) -> bool:
+    """SQLITE_CORRUPT or SQLITE_NOTADB: the file is damaged (not locked, full or unreadable)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (11, 26)
+    return "malformed" in str(exc) or "not a database" in str(exc)
 
 
 def _chunks(ids: list[int]) -> list[list[int]]:

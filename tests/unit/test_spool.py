@@ -286,3 +286,32 @@ def test_a_lost_sequence_file_never_reuses_a_seq_still_in_the_spool(tmp_path: Pa
     seq = SequenceCounter(tmp_path / "seq")
     Spool(tmp_path / "spool", seq)
     assert seq.next_value == 510
+
+
+def test_a_file_damaged_while_running_is_quarantined_and_the_spool_goes_on(
+    tmp_path: Path,
+) -> None:
+    spool = open_spool(tmp_path)
+    for i in range(50):
+        spool.put([pos(i * 10, n_records=30)])
+    inflight = spool.take(3)
+    db = tmp_path / "spool" / DB_FILE
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    corrupt_pages(db)  # under the running spool's feet
+
+    spool.put([event(1000)])  # finds the damage, sets the file aside, commits to a new one
+
+    kept = [
+        p for p in db.parent.glob(f"{DB_FILE}.corrupt-*") if not p.name.endswith(("-wal", "-shm"))
+    ]
+    assert len(kept) == 1
+    stats = spool.stats()
+    assert stats["quarantined"] == 1 and stats["stranded"] == 50
+    entries = spool.take(10)
+    assert [e.message.payload["seq"] for e in entries] == [1000]
+    assert entries[0].id > max(e.id for e in inflight), "ids keep growing across the swap"
+    spool.ack_many([e.id for e in inflight])  # late PUBACKs for the old file: harmless
+    assert spool.depth() == 1
+    spool.close()
+    assert [e.message.payload["seq"] for e in open_spool(tmp_path).take(10)] == [1000]
