@@ -46,14 +46,14 @@ def topic_role(topic: str) -> TopicRole | None:
 def schema_names() -> list[str]:
     return sorted(
         p.name.removesuffix(".json")
-        for p in resources.files("agent.schemas").iterdir()
+        for p in resources.files("agent").joinpath("schemas").iterdir()
         if p.name.endswith(".json")
     )
 
 
 @cache
 def _schema_text(name: str) -> str:
-    return resources.files("agent.schemas").joinpath(f"{name}.json").read_text()
+    return resources.files("agent").joinpath("schemas").joinpath(f"{name}.json").read_text()
 
 
 def load_schema(name: str) -> dict[str, Any]:
