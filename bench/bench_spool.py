@@ -109,7 +109,8 @@ def _baseline(work: Path, n_records: int) -> dict[str, float]:
 
 def _history(work: Path, n_acked: int = 100_000) -> dict[str, float]:
     """Latency of the next take after ``n_acked`` delivered rows: ours vs plain get."""
-    row = b'{"lane":"pos","topic":"fleet/v1/van-bench/pos","payload":{"seq":1}}'
+    row = b'{"lane":"pos","topic":"fleet/v1/van-bench/pos","payload":{"seq":0}}'
+    # (seq 0: below the counter, so the spool does not treat it as a lost counter file)
     # Plain persist-queue: acked rows stay until someone calls clear_acked_data.
     plain = persistqueue.SQLiteAckQueue(str(work / "hist-plain"), serializer=json_serializer)
     with sqlite3.connect(work / "hist-plain" / "data.db") as conn:
