@@ -129,6 +129,7 @@ class Daemon:
         )
         self.drivers: list[Component] = []
         self.obd: Any = None
+        self.gnss: Any = None
         self.gpio: Any = None
         self.power_hold: Any = None
         self._stopping = threading.Event()
@@ -184,6 +185,7 @@ class Daemon:
                 self._emit,
                 self.clock.monotonic,
             )
+            self.gnss = gnss
             self.drivers.append(gnss)
 
     def _build_gpio(self) -> None:
@@ -421,6 +423,14 @@ class Daemon:
         )
         return spool, mqtt
 
+    def _device_fields(self) -> dict[str, Any]:
+        """The device picture plus each driver's counters (line noise, reply errors, reconnects)."""
+        fields = self.device.fields()
+        for name, driver in (("gnss", self.gnss), ("obd", self.obd)):
+            if driver is not None:
+                fields.setdefault(name, {})["counters"] = dict(driver.stats())
+        return fields
+
     def _common_fields(self) -> dict[str, Any]:
         spool, mqtt = self._stats()
         return {
@@ -428,7 +438,7 @@ class Daemon:
             "config_hash": self.cfg.digest(),
             "spool": spool,
             "mqtt": mqtt,
-            **self.device.fields(),
+            **self._device_fields(),
             "pipeline": {
                 "samples": self.core.samples_seen,
                 "events": self.core.events_seen,

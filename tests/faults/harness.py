@@ -402,28 +402,8 @@ class FaultyReceiver:
         self.device.unplug()
 
 
-def elm327_server(link_path: Path, receiver: FaultyReceiver, *, nonsense: bool = False) -> Any:
-    """An emulated ELM327 fed by ``receiver``'s vehicle; ``.nonsense = True`` makes it babble.
-
-    A babbling adapter answers every command (AT and OBD alike) with random printable junk and
-    a prompt, as a counterfeit adapter with a broken firmware or the wrong baud rate does.
-    """
+def elm327_server(link_path: Path, receiver: FaultyReceiver) -> Any:
+    """The simulator's ELM327 fed by ``receiver``'s vehicle (``.babbling = True``: junk replies)."""
     from simulator.elm327 import ELM327Server
 
-    class BabblingELM327(ELM327Server):
-        nonsense = False
-        babbled = 0
-
-        def _answer(self, line: str) -> None:
-            if not self.nonsense:
-                super()._answer(line)
-                return
-            rng = receiver._rng
-            size = rng.randint(0, 40)
-            junk = "".join(rng.choice("0123456789ABCDEFGHXYZ :.?\r") for _ in range(size))
-            self.babbled += 1
-            self.device.write((junk + "\r\r>").encode())
-
-    server = BabblingELM327(receiver.live, link_path, "v1.5", 0.005)
-    server.nonsense = nonsense
-    return server
+    return ELM327Server(receiver.live, link_path, "v1.5", 0.005)
