@@ -117,7 +117,10 @@ class Replayer:
         timebase = TimeBase(self.clock)
         identity = Identity(cfg.device.id, "replay", cfg.mqtt.prefix)
         self.core = PipelineCore(
-            Encoder(identity, SequenceCounter(seq_path), timebase),
+            Encoder(
+                identity, SequenceCounter(seq_path), timebase,
+                position_encoding=cfg.spool.encoding,
+            ),
             self.detector,
             PositionReporter(cfg.report, cfg.detect.motion, cfg.detect.ignition),
             timebase,
