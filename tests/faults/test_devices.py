@@ -120,10 +120,6 @@ def test_unplug_replug_floods_and_a_babbling_adapter(
         while time.monotonic() < deadline and _samples(agent) < before + 100:
             time.sleep(0.2)
         assert _samples(agent) >= before + 100, "samples did not resume after the floods"
-        health_after_flood = len(payloads(msgs, "health"))
-        assert listener.wait_for(
-            lambda ms: len(payloads(ms, "health")) > health_after_flood or both("up"), 20.0
-        )
         assert listener.wait_for(lambda ms: both("up"), 30.0), "links back after the floods"
 
         # 3. The adapter answers nonsense to everything, then recovers.
