@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.faults.harness import (
     DEVICE,
     PREFIX,
@@ -29,6 +31,7 @@ def _event_seqs(listener: Listener) -> set[int]:
     return {int(m.json()["seq"]) for m in listener.messages if m.topic.startswith(base)}
 
 
+@pytest.mark.slow
 def test_full_spool_evicts_positions_keeps_events_and_never_stops(tmp_path: Path) -> None:
     broker = make_broker(tmp_path / "broker")
     broker.start()
