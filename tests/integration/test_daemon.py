@@ -528,6 +528,10 @@ def test_simulated_van_ignition_cycles_drive_trips(
         _check_contract(listener.messages)
         health = _payloads(listener.messages, "health")[-1]
         assert health["gnss"]["sats"] > 0 and "obd" in health
+        # Every driver thread kept making progress through the parked periods.
+        stages = agent.status()["stages"]
+        assert {"IgnitionReader", "OBDReader", "GNSSReceiver"} <= set(stages)
+        assert all(st["ok"] for st in stages.values()), stages
     finally:
         sim.terminate()
         sim.wait(10)
