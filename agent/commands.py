@@ -88,7 +88,6 @@ class PendingChange:
 
     request_id: str
     old: Config
-    old_overrides: Mapping[str, Any]
     confirm_at: float
 
 
@@ -181,6 +180,11 @@ class CommandProcessor:
             return
         if time.monotonic() >= pending.confirm_at:
             self._pending = None
+            try:
+                self.overrides.confirm()
+            except OSError as exc:
+                self._rollback(pending, f"cannot persist the change ({exc}); rolled back")
+                return
             cfg = self.host.config
             logger.info("remote configuration change %s confirmed", pending.request_id)
             self._answer(
@@ -253,7 +257,7 @@ class CommandProcessor:
             # apply_config changes nothing when it raises; say why in plain words.
             raise CommandError(f"cannot apply the change ({exc}); nothing changed") from None
         try:
-            self.overrides.write({**old_overrides, **changes})
+            self.overrides.stage({**old_overrides, **changes})
         except OSError as exc:
             self.host.apply_config(old)
             raise CommandError(f"cannot persist the change ({exc}); rolled back") from None
@@ -264,14 +268,14 @@ class CommandProcessor:
             ", ".join(sorted(changes)),
             confirm_s,
         )
-        self._pending = PendingChange(request_id, old, old_overrides, time.monotonic() + confirm_s)
+        self._pending = PendingChange(request_id, old, time.monotonic() + confirm_s)
 
     def _rollback(self, pending: PendingChange, why: str) -> None:
         self._pending = None
         logger.warning("remote configuration change %s: %s", pending.request_id, why)
         try:
             self.host.apply_config(pending.old)
-            self.overrides.write(pending.old_overrides)
+            self.overrides.discard()
         except Exception:
             logger.exception("rolling back configuration change %s failed", pending.request_id)
         self._answer("set_config", pending.request_id, error=why)

@@ -544,8 +544,12 @@ class Daemon:
     def reload(self) -> bool:
         """SIGHUP: re-read the file; keep the running configuration when it is bad."""
         source = self.cfg.source
+        if self.commands.pending:
+            # Reloading now would mix the file with a remote change still being confirmed.
+            logger.warning("reload refused: a remote configuration change is being confirmed")
+            return False
         try:
-            new = self.overrides.apply(load(source))
+            new = self.overrides.apply(load(source), startup=False)
         except ConfigError as exc:
             logger.warning("reload refused, keeping the running configuration: %s", exc)
             return False

@@ -7,8 +7,12 @@ often read-only); remote changes live in ``<state_dir>/overrides.toml`` as flat 
     "detect.harsh.brake_bands_mps2" = [-3.0, -4.0, -5.0]
 
 They are merged at every load (start and SIGHUP), so the file's own values show through again
-once an override is removed. tomllib cannot write TOML, and our values are flat (numbers,
-booleans, strings, lists of numbers), so :func:`dump_toml` writes that subset itself; the write
+once an override is removed. A change is first staged in ``overrides.pending.toml`` and moves
+to ``overrides.toml`` only once the agent stayed healthy with it; a staged file found at start
+means the agent did not survive the change, and it is discarded.
+
+tomllib cannot write TOML, and our values are flat (numbers, booleans, strings, lists of
+numbers), so :func:`dump_toml` writes that subset itself; the write
 is atomic (temporary file, fsync, rename) so a power cut leaves the old or the new file.
 """
 
@@ -30,6 +34,7 @@ from agent.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 FILE_NAME = "overrides.toml"
+PENDING_NAME = "overrides.pending.toml"
 
 # Keys a remote command may change: they tune reporting and detection, never identity, broker,
 # credentials or device paths (which could cut the van off for good).
@@ -87,21 +92,47 @@ class Overrides:
                 raise ConfigError(f"{self.path}: key {key!r}: not changeable remotely")
         return data
 
+    @property
+    def pending_path(self) -> Path:
+        return self.path.with_name(PENDING_NAME)
+
     def write(self, values: Mapping[str, Any]) -> None:
+        self._write(self.path, values)
+
+    def stage(self, values: Mapping[str, Any]) -> None:
+        """Persist a change that is not confirmed yet (see :meth:`apply`)."""
+        self._write(self.pending_path, values)
+
+    def confirm(self) -> None:
+        os.replace(self.pending_path, self.path)
+
+    def discard(self) -> None:
+        self.pending_path.unlink(missing_ok=True)
+
+    def _write(self, path: Path, values: Mapping[str, Any]) -> None:
         text = dump_toml(values)
-        tmp = self.path.with_name(f".{FILE_NAME}.tmp")
+        tmp = path.with_name(f".{path.name}.tmp")
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        os.replace(tmp, path)
 
-    def apply(self, cfg: Config) -> Config:
+    def apply(self, cfg: Config, *, startup: bool = True) -> Config:
         """``cfg`` with the persisted overrides; bad overrides are set aside, never fatal.
 
         A van must not crash-loop because of a remote change that a later release no longer
         accepts: the file is renamed to ``overrides.toml.rejected`` and the reason logged.
+        A staged change still here was never confirmed healthy: the agent stalled or died
+        inside the confirmation window (the watchdog restarted it), so it is discarded.
         """
+        if startup and self.pending_path.exists():
+            logger.warning(
+                "discarding remote configuration change %s: the agent restarted before it was"
+                " confirmed healthy",
+                self.pending_path,
+            )
+            self.discard()
         try:
             values = self.read()
             if not values:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 import tomllib
 from pathlib import Path
@@ -172,3 +173,42 @@ def test_a_command_flood_is_rate_limited_and_the_agent_stays_healthy(
     time.sleep(1.0)  # the bucket refills
     assert remote.call("ping", {"id": "after-flood"})["ok"]
     assert all(stage["ok"] for stage in agent.status()["stages"].values())
+
+
+def test_a_change_the_agent_does_not_survive_is_gone_after_the_watchdog_restart(
+    tmp_path: Path, mosquitto: Mosquitto, listener: Listener, remote: Remote
+) -> None:
+    toml = "[health]\nconfirm_s = 3.0\n"
+    agent = AgentProcess(tmp_path, mosquitto, extra_toml=toml, env={"TELEMATICS_TEST_HOOKS": "1"})
+    try:
+        agent.wait_ready()
+        hash0 = remote.call("get_config", {"id": "before"})["result"]["config_hash"]
+        remote.send("set_config", {"id": "fatal", "changes": {"report.moving_interval_s": 3}})
+        assert _wait_file(agent.state_dir / "overrides.pending.toml", 5.0)
+        agent.signal(signal.SIGUSR2)  # the pipeline stalls inside the confirmation window
+        time.sleep(0.5)
+        agent.signal(signal.SIGKILL)  # what systemd does when the watchdog runs out
+        agent.proc.wait(5)
+    finally:
+        agent.stop()
+    again = AgentProcess(tmp_path, mosquitto, extra_toml=toml)
+    try:
+        again.wait_ready()
+        got = remote.call("get_config", {"id": "after-restart"})["result"]
+        assert got["config_hash"] == hash0
+        assert got["config"]["report"]["moving_interval_s"] == 10.0
+        assert "discarding remote configuration change" in again.stderr()
+        assert not (again.state_dir / "overrides.pending.toml").exists()
+        assert not (again.state_dir / "overrides.toml").exists()
+    finally:
+        again.stop()
+    assert not any(r["id"] == "fatal" and r["ok"] for r in remote.results("set_config"))
+
+
+def _wait_file(path: Path, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists():
+            return True
+        time.sleep(0.05)
+    return False

@@ -252,13 +252,17 @@ def test_set_config_applies_persists_and_confirms(rig: Any) -> None:
     proc.on_command("set_config", b'{"id":"s1","changes":{"report.moving_interval_s":5}}')
     assert host.cfg.report.moving_interval_s == 5.0
     assert out == [], "answered once confirmed"
-    assert tomllib.loads(proc.overrides.path.read_text()) == {"report.moving_interval_s": 5}
+    assert not proc.overrides.path.exists(), "persisted only once confirmed"
+    staged = tomllib.loads(proc.overrides.pending_path.read_text())
+    assert staged == {"report.moving_interval_s": 5}
     proc.on_command("set_config", b'{"id":"s2","changes":{"report.moving_interval_s":6}}')
     assert "still being confirmed" in _last(out)["error"]
     time.sleep(0.06)
     proc.tick()
     res = _last(out)
     assert res["ok"] and res["id"] == "s1" and res["result"]["config_hash"] == host.cfg.digest()
+    assert tomllib.loads(proc.overrides.path.read_text()) == {"report.moving_interval_s": 5}
+    assert not proc.overrides.pending_path.exists()
 
 
 def test_set_config_that_breaks_the_agent_is_rolled_back(rig: Any) -> None:
@@ -275,7 +279,7 @@ def test_set_config_that_breaks_the_agent_is_rolled_back(rig: Any) -> None:
     res = _last(out)
     assert not res["ok"] and "rolled back" in res["error"] and "stalled" in res["error"]
     assert host.cfg == before
-    assert tomllib.loads(proc.overrides.path.read_text()) == {}
+    assert not proc.overrides.path.exists() and not proc.overrides.pending_path.exists()
 
 
 def test_rate_limit_drops_a_flood(rig: Any) -> None:
@@ -322,3 +326,15 @@ def test_an_unexpected_failure_still_gets_an_answer(rig: Any) -> None:
     proc.on_command("flush", b'{"id":"f9"}')
     res = _last(out)
     assert res["ok"] is False and res["id"] == "f9" and res["error"] == "internal error: OSError"
+
+
+def test_a_change_never_confirmed_is_discarded_at_the_next_start(tmp_path: Path) -> None:
+    # The agent stalled or died inside the confirmation window; the watchdog restarted it.
+    cfg = loads('[device]\nid = "van-9"\n', source="t.toml")
+    ov = Overrides(tmp_path)
+    ov.write({"report.moving_interval_s": 7.0})
+    ov.stage({"report.moving_interval_s": 7.0, "detect.speeding.limit_kmh": 30.0})
+    merged = ov.apply(cfg)
+    assert merged.report.moving_interval_s == 7.0, "confirmed overrides stay"
+    assert merged.detect.speeding.limit_kmh == cfg.detect.speeding.limit_kmh
+    assert not ov.pending_path.exists()
