@@ -101,6 +101,7 @@ def test_overrides_survive_a_restart(
     again = AgentProcess(tmp_path, mosquitto, extra_toml="[health]\nconfirm_s = 1.0\n")
     try:
         again.wait_ready()
+        assert _births(remote.listener, 2)
         got = remote.call("get_config", {"id": "g-after"})
         assert got["result"]["config"]["health"]["interval_s"] == 60.0
         assert got["result"]["config_hash"] == hash1
@@ -182,6 +183,7 @@ def test_a_change_the_agent_does_not_survive_is_gone_after_the_watchdog_restart(
     agent = AgentProcess(tmp_path, mosquitto, extra_toml=toml, env={"TELEMATICS_TEST_HOOKS": "1"})
     try:
         agent.wait_ready()
+        assert _births(listener, 1), "subscribed before the first command"
         hash0 = remote.call("get_config", {"id": "before"})["result"]["config_hash"]
         remote.send("set_config", {"id": "fatal", "changes": {"report.moving_interval_s": 3}})
         assert _wait_file(agent.state_dir / "overrides.pending.toml", 5.0)
@@ -194,6 +196,7 @@ def test_a_change_the_agent_does_not_survive_is_gone_after_the_watchdog_restart(
     again = AgentProcess(tmp_path, mosquitto, extra_toml=toml)
     try:
         again.wait_ready()
+        assert _births(listener, 2)
         got = remote.call("get_config", {"id": "after-restart"})["result"]
         assert got["config_hash"] == hash0
         assert got["config"]["report"]["moving_interval_s"] == 10.0
@@ -212,3 +215,11 @@ def _wait_file(path: Path, timeout_s: float) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def _births(listener: Listener, n: int) -> bool:
+    """Wait for the n-th online birth: the agent is connected and subscribed to its commands."""
+    return listener.wait_for(
+        lambda ms: sum(1 for m in ms if m.topic == _topic("state") and m.json()["online"]) >= n,
+        15.0,
+    )
