@@ -17,6 +17,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -343,8 +344,6 @@ class FaultyReceiver:
     def __init__(
         self, link_path: Path, scenario: str, *, time_scale: float, seed: int = 7
     ) -> None:
-        import threading
-
         from simulator.model import LiveVehicle, VehicleModel
         from simulator.nmea import Talker
         from simulator.pty import PtyDevice
@@ -378,23 +377,26 @@ class FaultyReceiver:
         self.device.replug()
 
     def _run(self) -> None:
-        n = 0
+        t_s = 0
         while not self._stop.is_set():
-            if self.live.now_s() < n:
-                self._stop.wait(max(0.0, n - self.live.now_s()) / self.live.time_scale)
+            now_s = self.live.now_s()
+            if now_s < t_s:
+                self._stop.wait((t_s - now_s) / self.live.time_scale)
                 continue
-            n = max(n + 1, int(self.live.now_s()))  # never a burst of stale epochs
-            if not self._plugged:
-                continue
-            state = self.model.state_at(float(n))
-            offset = dt.timedelta(seconds=self.utc_offset_s)
-            data = self.receiver.epoch_bytes(dataclasses.replace(state, utc=state.utc + offset))
-            if self.flood_bytes:
-                junk = self._rng.randbytes(self.flood_bytes)
-                self.device.write(junk)
-                self.flooded += len(junk)
-            self.device.write(data)
-            self.epochs += 1
+            t_s = max(t_s, int(now_s))  # after a stall, skip stale epochs rather than burst
+            if self._plugged:
+                self._emit(t_s)
+            t_s += 1
+
+    def _emit(self, t_s: int) -> None:
+        state = self.model.state_at(float(t_s))
+        shifted = state.utc + dt.timedelta(seconds=self.utc_offset_s)
+        data = self.receiver.epoch_bytes(dataclasses.replace(state, utc=shifted))
+        if self.flood_bytes:
+            # Counted as the kernel takes them: a full pseudo-terminal drops the rest.
+            self.flooded += self.device.write(self._rng.randbytes(self.flood_bytes))
+        self.device.write(data)
+        self.epochs += 1
 
     def close(self) -> None:
         self._stop.set()
