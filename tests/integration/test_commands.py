@@ -49,10 +49,12 @@ class Remote:
 @pytest.fixture
 def agent(tmp_path: Path, mosquitto: Mosquitto, listener: Listener) -> Any:
     a = AgentProcess(tmp_path, mosquitto, extra_toml="[health]\nconfirm_s = 1.0\n")
-    a.wait_ready()
-    assert listener.wait_for(lambda ms: any(m.topic == _topic("state") for m in ms), 10.0)
-    yield a
-    a.stop()
+    try:
+        a.wait_ready()
+        assert _births(listener, 1), "subscribed before the first command"
+        yield a
+    finally:
+        a.stop()
 
 
 @pytest.fixture
