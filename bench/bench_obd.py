@@ -10,7 +10,6 @@ Connection time is excluded from both.
 
 from __future__ import annotations
 
-import datetime as dt
 import sys
 import tempfile
 import threading
@@ -25,46 +24,12 @@ from obd.protocols import ECU
 from drivers.obd import OBDReader, OBDSettings
 from drivers.samples import Sample, VehicleInfo
 from simulator.elm327 import ELM327Server
-from simulator.state import VehicleState
+from simulator.state import FixedState, running_van
 
 LATENCY_S = 0.03
 TARGET_RATIO = 3.0
 
-STATE = VehicleState(
-    t_s=0.0,
-    utc=dt.datetime(2026, 3, 1, 8, 0, tzinfo=dt.UTC),
-    lat=52.0,
-    lon=4.0,
-    alt_m=0.0,
-    speed_kmh=57.0,
-    course_deg=0.0,
-    accel_mps2=0.0,
-    yaw_rate_dps=0.0,
-    ignition=True,
-    engine_running=True,
-    rpm=1650.25,
-    engine_load_pct=40.0,
-    coolant_c=88.0,
-    intake_c=30.0,
-    maf_gps=12.34,
-    map_kpa=65.0,
-    fuel_level_pct=55.0,
-    fuel_rate_lph=6.5,
-    runtime_s=600.0,
-    odometer_km=123456.7,
-    battery_v=14.1,
-    dtcs=(),
-    pending_dtcs=(),
-    vin="WF0XXXTTGXKA12345",
-    gnss_fix=True,
-    gnss_online=True,
-    obd_online=True,
-)
-
-
-class _Fixed:
-    def state(self) -> VehicleState:
-        return STATE
+STATE = running_van()
 
 
 def _odometer(messages: list[Any]) -> float:
@@ -74,7 +39,9 @@ def _odometer(messages: list[Any]) -> float:
 def _reader_rate(variant: str, seconds: float) -> float:
     """PID values per second from OBDReader with every group always due."""
     with tempfile.TemporaryDirectory() as tmp:
-        server = ELM327Server(_Fixed(), Path(tmp) / "obd0", variant=variant, latency_s=LATENCY_S)
+        server = ELM327Server(
+            FixedState(STATE), Path(tmp) / "obd0", variant=variant, latency_s=LATENCY_S
+        )
         server.start()
         ready = threading.Event()
 
@@ -117,7 +84,7 @@ def _plain_rate(seconds: float) -> float:
     logger = obd.logger
     logger.setLevel(100)
     with tempfile.TemporaryDirectory() as tmp:
-        server = ELM327Server(_Fixed(), Path(tmp) / "obd0", latency_s=LATENCY_S)
+        server = ELM327Server(FixedState(STATE), Path(tmp) / "obd0", latency_s=LATENCY_S)
         server.start()
         connection = obd.OBD(str(server.path), baudrate=38400)
         try:

@@ -5,7 +5,7 @@ class DriverError(Exception):
     """Root of every error a driver raises on purpose."""
 
 
-class DeviceUnavailable(DriverError, OSError):
+class DeviceUnavailableError(DriverError, OSError):
     """The device cannot be opened or has disappeared."""
 
 

@@ -24,7 +24,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-from drivers.errors import DeviceUnavailable, DriverError
+from drivers.errors import DeviceUnavailableError, DriverError
 from drivers.ignition import IgnitionDebouncer
 from drivers.samples import IgnitionSample, Sample
 
@@ -50,7 +50,7 @@ class SimulatedGPIO:
 
     def __init__(self, line_file: str | Path) -> None:
         if not str(line_file):
-            raise DeviceUnavailable("simulated GPIO needs ignition.line_file")
+            raise DeviceUnavailableError("simulated GPIO needs ignition.line_file")
         self.line_file = Path(line_file)
         self.outputs: dict[int, bool] = {}
 
@@ -61,11 +61,15 @@ class SimulatedGPIO:
         try:
             text = self.line_file.read_text(encoding="ascii").strip()
         except FileNotFoundError:
-            raise DeviceUnavailable(f"{self.line_file}: ignition line file is missing") from None
+            raise DeviceUnavailableError(
+                f"{self.line_file}: ignition line file is missing"
+            ) from None
         except (OSError, UnicodeDecodeError) as exc:
-            raise DeviceUnavailable(f"{self.line_file}: cannot read the line ({exc})") from None
+            raise DeviceUnavailableError(
+                f"{self.line_file}: cannot read the line ({exc})"
+            ) from None
         if text not in ("0", "1"):
-            raise DeviceUnavailable(
+            raise DeviceUnavailableError(
                 f"{self.line_file}: line value must be 0 or 1, got {text[:8]!r}"
             )
         return int(text)
@@ -96,7 +100,7 @@ class RPiGPIO:
             ) from None
         except RuntimeError as exc:
             # RPi.GPIO raises RuntimeError at import on a board it does not recognise (Pi 5).
-            raise DeviceUnavailable(f"RPi.GPIO cannot run here ({exc}); use 'gpiod'") from None
+            raise DeviceUnavailableError(f"RPi.GPIO cannot run here ({exc}); use 'gpiod'") from None
         self._gpio: Any = rpi_gpio
         self._gpio.setwarnings(False)
         self._gpio.setmode(self._gpio.BCM)
@@ -142,7 +146,7 @@ class GpiodGPIO:
                 chip, config=config, consumer="telematics-agent"
             )
         except (OSError, ValueError) as exc:
-            raise DeviceUnavailable(f"{chip}: cannot request GPIO lines ({exc})") from None
+            raise DeviceUnavailableError(f"{chip}: cannot request GPIO lines ({exc})") from None
 
     def read(self, pin: int) -> int:
         return 1 if self._request.get_value(pin) == self._value.ACTIVE else 0
@@ -309,7 +313,7 @@ class IgnitionReader:
     def _poll(self, now: float) -> list[IgnitionSample]:
         try:
             level = self._backend.read(self.settings.pin)
-        except DeviceUnavailable as exc:
+        except DeviceUnavailableError as exc:
             # Counted and logged once per distinct reason; the debounced state holds meanwhile.
             self.read_errors += 1
             if str(exc) != self._last_error:

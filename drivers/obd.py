@@ -34,7 +34,7 @@ from drivers.elm327 import (
     parse_voltage,
     reply_lines,
 )
-from drivers.errors import DeviceUnavailable
+from drivers.errors import DeviceUnavailableError
 from drivers.samples import (
     DTCSample,
     FuelRateSource,
@@ -239,8 +239,8 @@ class ELM327Channel:
     def request(self, command: str, timeout_s: float | None = None) -> str:
         """Send one command and return the reply text up to the prompt.
 
-        Raises ``DeviceUnavailable`` when the port is gone and ``AdapterReplyError(SILENCE)`` when
-        no prompt arrives within the timeout.
+        Raises ``DeviceUnavailableError`` when the port is gone and
+        ``AdapterReplyError(SILENCE)`` when no prompt arrives within the timeout.
         """
         deadline = time.monotonic() + (timeout_s or self.timeout_s)
         buf = bytearray()
@@ -262,7 +262,7 @@ class ELM327Channel:
         except (OSError, termios.error) as exc:
             # pyserial's SerialException is an OSError; its buffer flush on a vanished pty
             # raises termios.error, which is not.
-            raise DeviceUnavailable(f"adapter port failed: {exc}") from exc
+            raise DeviceUnavailableError(f"adapter port failed: {exc}") from exc
         return buf.split(b">", 1)[0].decode("ascii", "replace")
 
     def close(self) -> None:
@@ -304,7 +304,7 @@ def open_session(settings: OBDSettings, protocol_hint: str | None) -> Session:
 
     _quiet_python_obd()
     if "://" not in settings.port and not os.path.exists(settings.port):
-        raise DeviceUnavailable(f"{settings.port}: no such device")
+        raise DeviceUnavailableError(f"{settings.port}: no such device")
     preflight(settings)
     connection = obd.OBD(
         settings.port,
@@ -318,12 +318,14 @@ def open_session(settings: OBDSettings, protocol_hint: str | None) -> Session:
     interface = connection.interface
     if status == obd.OBDStatus.NOT_CONNECTED or interface is None:
         connection.close()
-        raise DeviceUnavailable(f"{settings.port}: adapter did not answer the ELM327 handshake")
+        raise DeviceUnavailableError(
+            f"{settings.port}: adapter did not answer the ELM327 handshake"
+        )
     # Name-mangled private attribute of python-obd 0.7.x's ELM327 class: the open pyserial port.
     port = getattr(interface, "_ELM327__port", None)
     if port is None:
         connection.close()
-        raise DeviceUnavailable("python-obd did not keep the serial port open")
+        raise DeviceUnavailableError("python-obd did not keep the serial port open")
     channel = ELM327Channel(port, settings.timeout_s)
     session = Session(connection=connection, channel=channel, adapter="")
     if status == obd.OBDStatus.CAR_CONNECTED:
@@ -343,13 +345,13 @@ def preflight(settings: OBDSettings) -> None:
     try:
         port = serial.serial_for_url(settings.port, baudrate=settings.baud or 38400, timeout=0.02)
     except (OSError, ValueError) as exc:
-        raise DeviceUnavailable(f"{settings.port}: cannot open ({exc})") from exc
+        raise DeviceUnavailableError(f"{settings.port}: cannot open ({exc})") from exc
     channel = ELM327Channel(port, settings.timeout_s)
     try:
         # A lone CR would repeat the adapter's last command; "ATI" is harmless.
         channel.request("ATI")
     except AdapterReplyError as exc:
-        raise DeviceUnavailable(f"{settings.port}: no ELM327 prompt ({exc})") from exc
+        raise DeviceUnavailableError(f"{settings.port}: no ELM327 prompt ({exc})") from exc
     finally:
         channel.close()
 
@@ -443,7 +445,7 @@ class OBDReader:
                         continue
                     attempt = 0
                 self._serve_once()
-            except DeviceUnavailable as exc:
+            except DeviceUnavailableError as exc:
                 self._drop_session(f"adapter lost: {exc}")
             except AdapterReplyError as exc:
                 self._count_error(exc)
@@ -471,7 +473,7 @@ class OBDReader:
             return False
         try:
             self._session = open_session(self.settings, self._protocol_hint)
-        except DeviceUnavailable as exc:
+        except DeviceUnavailableError as exc:
             self._count("errors.connect")
             self._set_link(LinkState.DOWN, str(exc))
             self._stop.wait(self._backoff_s(attempt))
@@ -487,7 +489,7 @@ class OBDReader:
                 self._probe()
         except AdapterReplyError as exc:
             self._count_error(exc)
-        except DeviceUnavailable as exc:
+        except DeviceUnavailableError as exc:
             self._drop_session(f"adapter lost during setup: {exc}")
             return False
         return True
@@ -520,12 +522,12 @@ class OBDReader:
 
     def _require(self) -> Session:
         if self._session is None:
-            raise DeviceUnavailable("no adapter session")
+            raise DeviceUnavailableError("no adapter session")
         if self._nonsense >= self.NONSENSE_BEFORE_DOWN:
             # A counterfeit adapter with broken firmware (or a wrong baud rate) answers every
             # command with junk and a prompt: it is talking, but it is not a working link.
             self._nonsense = 0
-            raise DeviceUnavailable("adapter answers nonsense")
+            raise DeviceUnavailableError("adapter answers nonsense")
         return self._session
 
     def _drop_session(self, reason: str) -> None:
@@ -563,7 +565,7 @@ class OBDReader:
             if exc.kind == ReplyErrorKind.SILENCE:
                 self._silences += 1
                 if self._silences >= self.SILENCES_BEFORE_DOWN:
-                    raise DeviceUnavailable("adapter stopped answering") from exc
+                    raise DeviceUnavailableError("adapter stopped answering") from exc
             raise
         self._silences = 0
         return [m.data for m in messages]
@@ -679,7 +681,7 @@ class OBDReader:
         except AdapterReplyError as exc:
             self._count_error(exc)
             if exc.kind == ReplyErrorKind.SILENCE:
-                raise DeviceUnavailable("adapter did not answer ATRV") from exc
+                raise DeviceUnavailableError("adapter did not answer ATRV") from exc
             return
         self._nonsense = 0
         session.last_voltage_v = volts

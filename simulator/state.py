@@ -7,9 +7,11 @@ simulator is an independent implementation that checks theirs.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import threading
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,3 +50,56 @@ class StateSource(Protocol):
     """Anything that can tell the vehicle's state now (a live model, or a fixed state in tests)."""
 
     def state(self) -> VehicleState: ...
+
+
+_RUNNING = VehicleState(
+    t_s=0.0,
+    utc=dt.datetime(2026, 3, 1, 8, 0, tzinfo=dt.UTC),
+    lat=52.0,
+    lon=4.0,
+    alt_m=0.0,
+    speed_kmh=57.0,
+    course_deg=0.0,
+    accel_mps2=0.0,
+    yaw_rate_dps=0.0,
+    ignition=True,
+    engine_running=True,
+    rpm=1650.25,
+    engine_load_pct=40.0,
+    coolant_c=88.0,
+    intake_c=30.0,
+    maf_gps=12.34,
+    map_kpa=65.0,
+    fuel_level_pct=55.0,
+    fuel_rate_lph=6.5,
+    runtime_s=600.0,
+    odometer_km=123456.7,
+    battery_v=14.1,
+    dtcs=(),
+    pending_dtcs=(),
+    vin="WF0XXXTTGXKA12345",
+    gnss_fix=True,
+    gnss_online=True,
+    obd_online=True,
+)
+
+
+def running_van(**changes: Any) -> VehicleState:
+    """A warm van at a steady 57 km/h, with ``changes``: a fixed state for tests and benches."""
+    return dataclasses.replace(_RUNNING, **changes)
+
+
+class FixedState:
+    """A state source that answers one state until a test changes it (from any thread)."""
+
+    def __init__(self, state: VehicleState) -> None:
+        self._lock = threading.Lock()
+        self._state = state
+
+    def state(self) -> VehicleState:
+        with self._lock:
+            return self._state
+
+    def update(self, **changes: Any) -> None:
+        with self._lock:
+            self._state = dataclasses.replace(self._state, **changes)

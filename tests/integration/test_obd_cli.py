@@ -2,50 +2,15 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 from simulator.elm327 import ELM327Server
-from simulator.state import VehicleState
+from simulator.state import FixedState, running_van
 
-STATE = VehicleState(
-    t_s=0.0,
-    utc=dt.datetime(2026, 3, 1, 8, 0, tzinfo=dt.UTC),
-    lat=52.0,
-    lon=4.0,
-    alt_m=0.0,
-    speed_kmh=57.0,
-    course_deg=0.0,
-    accel_mps2=0.0,
-    yaw_rate_dps=0.0,
-    ignition=True,
-    engine_running=True,
-    rpm=1650.25,
-    engine_load_pct=40.0,
-    coolant_c=88.0,
-    intake_c=30.0,
-    maf_gps=12.34,
-    map_kpa=65.0,
-    fuel_level_pct=55.0,
-    fuel_rate_lph=6.5,
-    runtime_s=600.0,
-    odometer_km=123456.7,
-    battery_v=14.1,
-    dtcs=(),
-    pending_dtcs=(),
-    vin="WF0XXXTTGXKA12345",
-    gnss_fix=True,
-    gnss_online=True,
-    obd_online=True,
-)
-
-
-class Fixed:
-    def state(self) -> VehicleState:
-        return STATE
+STATE = running_van()
 
 
 def agent(*args: str, timeout_s: float = 40.0) -> subprocess.CompletedProcess[str]:
@@ -59,7 +24,7 @@ def agent(*args: str, timeout_s: float = 40.0) -> subprocess.CompletedProcess[st
 
 
 def test_obd_json_prints_vehicle_then_readings(tmp_path: Path) -> None:
-    server = ELM327Server(Fixed(), tmp_path / "obd0", latency_s=0.01)
+    server = ELM327Server(FixedState(STATE), tmp_path / "obd0", latency_s=0.01)
     server.start()
     try:
         result = agent("obd", "--port", str(server.path), "--json", "--count", "4")

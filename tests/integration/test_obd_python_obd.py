@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,54 +11,11 @@ from obd import OBDCommand
 from obd.protocols import ECU
 
 from simulator.elm327 import ELM327Server
-from simulator.state import VehicleState
+from simulator.state import FixedState, running_van
 
-STATE = VehicleState(
-    t_s=0.0,
-    utc=dt.datetime(2026, 3, 1, 8, 0, tzinfo=dt.UTC),
-    lat=52.0,
-    lon=4.0,
-    alt_m=0.0,
-    speed_kmh=57.0,
-    course_deg=0.0,
-    accel_mps2=0.0,
-    yaw_rate_dps=0.0,
-    ignition=True,
-    engine_running=True,
-    rpm=1650.25,
-    engine_load_pct=40.0,
-    coolant_c=88.0,
-    intake_c=30.0,
-    maf_gps=12.34,
-    map_kpa=65.0,
-    fuel_level_pct=55.0,
-    fuel_rate_lph=6.5,
-    runtime_s=600.0,
-    odometer_km=123456.7,
-    battery_v=14.1,
-    dtcs=("P0301",),
-    pending_dtcs=(),
-    vin="WF0XXXTTGXKA12345",
-    gnss_fix=True,
-    gnss_online=True,
-    obd_online=True,
-)
+STATE = running_van(dtcs=('P0301',))
 
 
-class Van:
-    """A StateSource the test can change between queries."""
-
-    def __init__(self, state: VehicleState) -> None:
-        self._lock = threading.Lock()
-        self._state = state
-
-    def state(self) -> VehicleState:
-        with self._lock:
-            return self._state
-
-    def update(self, **changes: object) -> None:
-        with self._lock:
-            self._state = dataclasses.replace(self._state, **changes)  # type: ignore[arg-type]
 
 
 def _odometer(messages: list[object]) -> float:
@@ -84,13 +38,13 @@ SPEED_AND_RPM = OBDCommand(
 
 
 @pytest.fixture
-def van() -> Van:
-    return Van(STATE)
+def van() -> FixedState:
+    return FixedState(STATE)
 
 
 @pytest.fixture
 def python_obd(
-    tmp_path: Path, van: Van, request: pytest.FixtureRequest
+    tmp_path: Path, van: FixedState, request: pytest.FixtureRequest
 ) -> Iterator[tuple[obd.OBD, ELM327Server]]:
     variant, protocol = getattr(request, "param", ("v1.5", None))
     server = ELM327Server(van, tmp_path / "obd0", variant=variant, latency_s=0.01)
@@ -106,7 +60,7 @@ def python_obd(
 
 
 def test_python_obd_connects_and_reads_every_pid(
-    python_obd: tuple[obd.OBD, ELM327Server], van: Van
+    python_obd: tuple[obd.OBD, ELM327Server], van: FixedState
 ) -> None:
     connection, _server = python_obd
     assert connection.status() == obd.OBDStatus.CAR_CONNECTED
@@ -154,7 +108,7 @@ def test_clone_refuses_multi_pid(python_obd: tuple[obd.OBD, ELM327Server]) -> No
 
 @pytest.mark.parametrize("python_obd", [("v1.5", "6")], indirect=True)
 def test_ignition_off_gives_no_data_but_voltage(
-    python_obd: tuple[obd.OBD, ELM327Server], van: Van
+    python_obd: tuple[obd.OBD, ELM327Server], van: FixedState
 ) -> None:
     connection, _server = python_obd
     van.update(ignition=False, battery_v=12.5)

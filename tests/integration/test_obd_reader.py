@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,54 +26,11 @@ from drivers.samples import (
     VehicleInfo,
 )
 from simulator.elm327 import DEFAULT_PIDS, VARIANTS, ELM327Server
-from simulator.state import VehicleState
+from simulator.state import FixedState, running_van
 
-STATE = VehicleState(
-    t_s=0.0,
-    utc=dt.datetime(2026, 3, 1, 8, 0, tzinfo=dt.UTC),
-    lat=52.0,
-    lon=4.0,
-    alt_m=0.0,
-    speed_kmh=57.0,
-    course_deg=0.0,
-    accel_mps2=0.0,
-    yaw_rate_dps=0.0,
-    ignition=True,
-    engine_running=True,
-    rpm=1650.25,
-    engine_load_pct=40.0,
-    coolant_c=88.0,
-    intake_c=30.0,
-    maf_gps=12.34,
-    map_kpa=65.0,
-    fuel_level_pct=55.0,
-    fuel_rate_lph=6.5,
-    runtime_s=600.0,
-    odometer_km=123456.7,
-    battery_v=14.1,
-    dtcs=("P0301",),
-    pending_dtcs=("P0420",),
-    vin="WF0XXXTTGXKA12345",
-    gnss_fix=True,
-    gnss_online=True,
-    obd_online=True,
-)
+STATE = running_van(dtcs=('P0301',), pending_dtcs=('P0420',))
 
 
-class Van:
-    """A StateSource the test changes while the reader runs."""
-
-    def __init__(self, state: VehicleState) -> None:
-        self._lock = threading.Lock()
-        self._state = state
-
-    def state(self) -> VehicleState:
-        with self._lock:
-            return self._state
-
-    def update(self, **changes: object) -> None:
-        with self._lock:
-            self._state = dataclasses.replace(self._state, **changes)  # type: ignore[arg-type]
 
 
 class Samples:
@@ -110,7 +65,7 @@ class Samples:
             return [s for t, s in self.items if isinstance(s, kind) and t >= after]
 
 
-Rig = tuple[OBDReader, ELM327Server, Samples, Van]
+Rig = tuple[OBDReader, ELM327Server, Samples, FixedState]
 
 
 def start_rig(
@@ -120,7 +75,7 @@ def start_rig(
     name: str = "obd0",
     **settings: object,
 ) -> Rig:
-    van = Van(STATE)
+    van = FixedState(STATE)
     server = ELM327Server(van, tmp_path / name, variant=variant, latency_s=0.01, pids=pids)
     server.start()
     samples = Samples()
@@ -319,7 +274,7 @@ def test_silent_adapter_goes_down_and_the_reader_still_stops(
 def test_starts_with_ignition_off_then_probes_at_ignition_on(
     tmp_path: Path, rigs: list[Rig]
 ) -> None:
-    van = Van(dataclasses.replace(STATE, ignition=False, engine_running=False, battery_v=12.6))
+    van = FixedState(running_van(ignition=False, engine_running=False, battery_v=12.6))
     server = ELM327Server(van, tmp_path / "obd0", latency_s=0.01)
     server.start()
     samples = Samples()

@@ -3,43 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 
 import pytest
 
 from simulator.elm327 import ELM327
-from simulator.state import VehicleState
+from simulator.state import running_van
 
-STATE = VehicleState(
-    t_s=0.0,
-    utc=dt.datetime(2026, 3, 1, 8, 0, tzinfo=dt.UTC),
-    lat=52.0,
-    lon=4.0,
-    alt_m=0.0,
-    speed_kmh=57.0,
-    course_deg=0.0,
-    accel_mps2=0.0,
-    yaw_rate_dps=0.0,
-    ignition=True,
-    engine_running=True,
-    rpm=1650.25,
-    engine_load_pct=40.0,
-    coolant_c=88.0,
-    intake_c=30.0,
-    maf_gps=12.34,
-    map_kpa=65.0,
-    fuel_level_pct=55.0,
-    fuel_rate_lph=6.5,
-    runtime_s=600.0,
-    odometer_km=123456.7,
-    battery_v=14.1,
-    dtcs=("P0301", "C0123"),
-    pending_dtcs=("P0420",),
-    vin="WF0XXXTTGXKA12345",
-    gnss_fix=True,
-    gnss_online=True,
-    obd_online=True,
-)
+STATE = running_van(dtcs=('P0301', 'C0123'), pending_dtcs=('P0420',))
 
 
 def configured(variant: str = "v1.5") -> ELM327:
