@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from drivers.errors import DeviceUnavailable
+from drivers.errors import DeviceUnavailableError
 from drivers.gpio import (
     GPIOLibraryError,
     GPIOSettings,
@@ -71,9 +71,9 @@ def test_simulated_backend_reads_the_simulator_line_and_writes_outputs(tmp_path:
 def test_simulated_backend_rejects_garbage_clearly(tmp_path: Path, content: str) -> None:
     f = tmp_path / "ignition"
     f.write_text(content)
-    with pytest.raises(DeviceUnavailable, match="must be 0 or 1"):
+    with pytest.raises(DeviceUnavailableError, match="must be 0 or 1"):
         SimulatedGPIO(f).read(17)
-    with pytest.raises(DeviceUnavailable, match="missing"):
+    with pytest.raises(DeviceUnavailableError, match="missing"):
         SimulatedGPIO(tmp_path / "absent").read(17)
 
 
@@ -205,6 +205,6 @@ def test_rpigpio_missing_library_names_the_package() -> None:
 
 def test_gpiod_missing_chip_is_a_clear_device_error(tmp_path: Path) -> None:
     chip = tmp_path / "gpiochip9"
-    with pytest.raises(DeviceUnavailable, match="gpiochip9: cannot request GPIO lines"):
+    with pytest.raises(DeviceUnavailableError, match="gpiochip9: cannot request GPIO lines"):
         open_backend(GPIOSettings(backend="gpiod", chip=str(chip)))
     assert not os.path.exists(chip)
