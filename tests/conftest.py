@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from simulator.pty import PtyDevice
 from simulator.broker import Mosquitto
+from simulator.pty import PtyDevice
 from tests.listener import Listener
 
 
