@@ -137,8 +137,13 @@ class AgentProcess:
         )
 
     def wait_ready(self, timeout_s: float = 20.0) -> None:
-        ok = self.notify.wait_for(lambda r: any("READY=1" in m for _, m in r), timeout_s)
-        assert ok, f"no READY=1 within {timeout_s} s; stderr:\n{self.stderr()}"
+        deadline = time.monotonic() + timeout_s
+        while not self.notify.wait_for(lambda r: any("READY=1" in m for _, m in r), 0.2):
+            rc = self.proc.poll()
+            assert rc is None, f"agent exited with {rc} before READY=1; stderr:\n{self.stderr()}"
+            assert time.monotonic() < deadline, (
+                f"no READY=1 within {timeout_s} s; stderr:\n{self.stderr()}"
+            )
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
