@@ -16,13 +16,14 @@ from agent import __version__
 from agent.clock import Clock, SystemClock
 from agent.commands import CommandError, CommandProcessor
 from agent.config import Config, load
+from agent.detectors import build_detectors
 from agent.encoder import Encoder, Identity, Lane, Message, read_boot_id
 from agent.errors import ConfigError
 from agent.events import Detector
 from agent.health import DeviceStatus, ProgressMonitor, system_fields, versions
 from agent.notify import Notifier
 from agent.overrides import Overrides
-from agent.pipeline import NullDetector, PipelineCore, PipelineThread
+from agent.pipeline import PipelineCore, PipelineThread
 from agent.publisher import Publisher
 from agent.reporter import PositionReporter, ReportReason, position_from_fix
 from agent.sequence import SequenceCounter
@@ -52,13 +53,8 @@ class Component(Protocol):
 
 
 def build_detector(cfg: Config) -> Detector:
-    """The configured detectors, or none when the detection package is not available."""
-    try:
-        from agent import detectors
-    except ImportError:
-        return NullDetector()
-    build: Callable[..., Detector] = detectors.build_detectors
-    return build(cfg)
+    """Every configured detector (geofences from ``detect.geofences_file``)."""
+    return build_detectors(cfg)
 
 
 def build_reporter(cfg: Config) -> PositionReporter:
