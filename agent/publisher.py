@@ -522,9 +522,15 @@ class Publisher:
         if client is None or not self.connected:
             self._drop_connection()
             return
-        # Drain what is already in flight for a moment, then say goodbye explicitly.
-        deadline = time.monotonic() + 1.0
-        while self._inflight and time.monotonic() < deadline:
+        # A clean stop commits the positions that waited in memory just before we got here:
+        # keep draining the spool (and what is in flight) for a moment, then say goodbye, so a
+        # van switched off in coverage leaves nothing behind.
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline and self.connected:
+            if self._birth_mid is None:
+                self._fill_window()
+            if not self._inflight and not self._extra_mids and self._birth_mid is None:
+                break
             client.loop(timeout=0.05)
         self._flush_acks()
         info = client.publish(
