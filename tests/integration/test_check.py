@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from agent.check import GNSSTime, Status, probe_clock
+from simulator.broker import Mosquitto, free_port
 from simulator.pty import PtyDevice
-from tests.broker import Mosquitto, free_port
 from tests.listener import Listener
 from tests.pki import CA, Issued, make_ca, make_cert, mosquitto_tls_conf
 

@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 
 from agent.commands import SCHEMA_DIR
-from tests.broker import Mosquitto
+from simulator.broker import Mosquitto
 from tests.integration.test_daemon import DEVICE, AgentProcess, _topic
 from tests.listener import Listener
 

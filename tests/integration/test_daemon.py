@@ -20,8 +20,8 @@ from typing import Any
 import jsonschema
 import pytest
 
+from simulator.broker import Mosquitto
 from simulator.ignition import IgnitionLine
-from tests.broker import Mosquitto
 from tests.listener import Listener, Received
 
 REPO = Path(__file__).resolve().parents[2]

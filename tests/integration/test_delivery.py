@@ -16,7 +16,7 @@ import pytest
 from agent.encoder import batch_records
 from agent.spool import DB_FILE
 from bench.proxy import DelayProxy
-from tests.broker import Mosquitto
+from simulator.broker import Mosquitto
 from tests.contract import validate_all
 from tests.delivery import Van, delivered, mqtt_settings, wait_listening
 from tests.listener import Listener

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from agent.status import liveness
-from tests.broker import Mosquitto
+from simulator.broker import Mosquitto
 from tests.integration.test_daemon import REPO, AgentProcess
 from tests.listener import Listener
 
