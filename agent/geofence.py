@@ -104,9 +104,14 @@ class Geofence:
             mid = (lo + hi) / 2
             if _in_polygon(self.shape.parts, ax + (bx - ax) * mid, ay + (by - ay) * mid):
                 inside.extend((lo, hi))
+        # The endpoints are judged exactly as `contains` judges a fix, so a segment that only
+        # touches the boundary (a corner, or along an edge) agrees with the fixes at its ends.
+        if self.contains(*a):
+            inside.append(0.0)
+        if self.contains(*b):
+            inside.append(1.0)
         if not inside:
-            # A segment of zero length, or one that only touches a vertex.
-            return (0.0, 1.0) if self.contains(*a) else None
+            return None
         return (min(inside), max(inside))
 
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from agent.geofence import GeofenceError, distance_m, load_geofences, parse_geofences
@@ -87,6 +87,7 @@ def test_segment_through_a_circle() -> None:
     lat2=st.floats(52.49, 52.52),
     lon2=st.floats(13.39, 13.42),
 )
+@example(lat=52.5, lon=13.390625, lat2=52.5, lon2=13.4)  # along an edge, ending on a corner
 def test_segment_span_agrees_with_containment(
     lat: float, lon: float, lat2: float, lon2: float
 ) -> None:
