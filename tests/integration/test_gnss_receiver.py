@@ -14,6 +14,7 @@ from drivers.gnss import GNSSReceiver, GNSSSettings
 from drivers.samples import GNSSFix, LinkSample, LinkState, Sample
 from simulator.nmea import Epoch, Satellite, Talker, encode_epoch, frame
 from simulator.pty import PtyDevice
+from tests.samples import SampleCollector
 
 START_UTC = dt.datetime(2025, 6, 2, 8, 0, 0, tzinfo=dt.UTC)
 RATE_HZ = 10.0
@@ -78,37 +79,6 @@ class Line:
                 setattr(self, name, value)
 
 
-class Collector:
-    def __init__(self) -> None:
-        self.samples: list[tuple[float, Sample]] = []
-        self._cond = threading.Condition()
-
-    def __call__(self, sample: Sample) -> None:
-        with self._cond:
-            self.samples.append((time.monotonic(), sample))
-            self._cond.notify_all()
-
-    def wait_for(
-        self, pred: Callable[[Sample], bool], timeout_s: float, after: float = 0.0
-    ) -> Sample:
-        deadline = time.monotonic() + timeout_s
-        with self._cond:
-            while True:
-                for t, s in self.samples:
-                    if t >= after and pred(s):
-                        return s
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"not seen within {timeout_s} s: {self.links()}")
-                self._cond.wait(left)
-
-    def links(self) -> list[tuple[str, str]]:
-        return [(s.state.value, s.reason) for _, s in self.samples if isinstance(s, LinkSample)]
-
-    def fixes(self) -> list[GNSSFix]:
-        return [s for _, s in self.samples if isinstance(s, GNSSFix)]
-
-
 def is_state(state: LinkState) -> Callable[[Sample], bool]:
     return lambda s: isinstance(s, LinkSample) and s.state is state
 
@@ -117,12 +87,15 @@ def is_fix(s: Sample) -> bool:
     return isinstance(s, GNSSFix)
 
 
+Rig = tuple[PtyDevice, Line, SampleCollector, Callable[..., GNSSReceiver]]
+
+
 @pytest.fixture
-def rig(tmp_path: Path) -> Iterator[tuple[PtyDevice, Line, Collector, Callable[..., GNSSReceiver]]]:
+def rig(tmp_path: Path) -> Iterator[Rig]:
     device = PtyDevice(tmp_path / "gnss0")
     device.plug()
     line = Line(device)
-    collector = Collector()
+    collector = SampleCollector()
     receivers: list[GNSSReceiver] = []
 
     def make(**kw: object) -> GNSSReceiver:
@@ -141,17 +114,17 @@ def rig(tmp_path: Path) -> Iterator[tuple[PtyDevice, Line, Collector, Callable[.
 
 
 def test_cold_start_then_fix(
-    rig: tuple[PtyDevice, Line, Collector, Callable[..., GNSSReceiver]],
+    rig: tuple[PtyDevice, Line, SampleCollector, Callable[..., GNSSReceiver]],
 ) -> None:
     _, line, collector, make = rig
     line.set(knows_time=False, fix=False)
     rx = make()
-    no_fix = collector.wait_for(is_state(LinkState.NO_FIX), 3.0)
+    no_fix = collector.wait_for(is_state(LinkState.NO_FIX), 3.0)[1]
     assert isinstance(no_fix, LinkSample) and no_fix.reason == "rmc status V"
     assert collector.fixes() == []
     line.set(knows_time=True, fix=True)
     collector.wait_for(is_state(LinkState.UP), 3.0)
-    fix = collector.wait_for(is_fix, 3.0)
+    fix = collector.wait_for(is_fix, 3.0)[1]
     assert isinstance(fix, GNSSFix) and fix.utc >= START_UTC and fix.mode == 3
     time.sleep(0.5)
     utcs = [f.utc for f in collector.fixes()]
@@ -161,7 +134,7 @@ def test_cold_start_then_fix(
 
 
 def test_fix_loss_and_recovery(
-    rig: tuple[PtyDevice, Line, Collector, Callable[..., GNSSReceiver]],
+    rig: tuple[PtyDevice, Line, SampleCollector, Callable[..., GNSSReceiver]],
 ) -> None:
     _, line, collector, make = rig
     make()
@@ -180,7 +153,7 @@ def test_fix_loss_and_recovery(
 
 
 def test_garbage_bad_checksums_and_overlong_lines(
-    rig: tuple[PtyDevice, Line, Collector, Callable[..., GNSSReceiver]],
+    rig: tuple[PtyDevice, Line, SampleCollector, Callable[..., GNSSReceiver]],
 ) -> None:
     _, line, collector, make = rig
     rx = make()
@@ -198,14 +171,14 @@ def test_garbage_bad_checksums_and_overlong_lines(
 
 
 def test_unplug_and_replug_resumes_fixes_within_3_s(
-    rig: tuple[PtyDevice, Line, Collector, Callable[..., GNSSReceiver]],
+    rig: tuple[PtyDevice, Line, SampleCollector, Callable[..., GNSSReceiver]],
 ) -> None:
     device, _, collector, make = rig
     rx = make()
     collector.wait_for(is_fix, 3.0)
     t_unplug = time.monotonic()
     device.unplug()
-    down = collector.wait_for(is_state(LinkState.DOWN), 2.0, after=t_unplug)
+    down = collector.wait_for(is_state(LinkState.DOWN), 2.0, after=t_unplug)[1]
     assert isinstance(down, LinkSample) and down.reason == "device disappeared"
     time.sleep(1.5)  # the receiver retries a missing device meanwhile
     device.replug()
@@ -217,25 +190,25 @@ def test_unplug_and_replug_resumes_fixes_within_3_s(
 
 
 def test_silence_is_reported_down(
-    rig: tuple[PtyDevice, Line, Collector, Callable[..., GNSSReceiver]],
+    rig: tuple[PtyDevice, Line, SampleCollector, Callable[..., GNSSReceiver]],
 ) -> None:
     _, line, collector, make = rig
     make(silence_timeout_s=1.0)
     collector.wait_for(is_fix, 3.0)
     line.set(silent=True)
-    down = collector.wait_for(is_state(LinkState.DOWN), 3.0)
+    down = collector.wait_for(is_state(LinkState.DOWN), 3.0)[1]
     assert isinstance(down, LinkSample) and down.reason == "no data for 1 s"
     line.set(silent=False)
     collector.wait_for(is_state(LinkState.UP), 3.0, after=time.monotonic())
 
 
 def test_missing_port_is_reported_and_retried(tmp_path: Path) -> None:
-    collector = Collector()
+    collector = SampleCollector()
     path = tmp_path / "gnss9"
     rx = GNSSReceiver(GNSSSettings(port=str(path)), collector, time.monotonic)
     rx.start()
     try:
-        down = collector.wait_for(is_state(LinkState.DOWN), 2.0)
+        down = collector.wait_for(is_state(LinkState.DOWN), 2.0)[1]
         assert isinstance(down, LinkSample) and down.reason.startswith(f"cannot open {path}:")
         time.sleep(0.5)
         assert rx.stats()["open_failures"] >= 2
@@ -245,7 +218,7 @@ def test_missing_port_is_reported_and_retried(tmp_path: Path) -> None:
 
 
 def test_baud_auto_detection_on_a_pty(
-    rig: tuple[PtyDevice, Line, Collector, Callable[..., GNSSReceiver]],
+    rig: tuple[PtyDevice, Line, SampleCollector, Callable[..., GNSSReceiver]],
 ) -> None:
     _, _, collector, make = rig
     make(baud=0)
@@ -286,11 +259,11 @@ def test_socket_url_works_without_code_changes() -> None:
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    collector = Collector()
+    collector = SampleCollector()
     rx = GNSSReceiver(GNSSSettings(port=f"socket://127.0.0.1:{port}"), collector, time.monotonic)
     rx.start()
     try:
-        fix = collector.wait_for(is_fix, 5.0)
+        fix = collector.wait_for(is_fix, 5.0)[1]
         assert isinstance(fix, GNSSFix) and abs(fix.lat - 48.1) < 1e-6
     finally:
         rx.stop()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +13,7 @@ from simulator.nmea import Talker
 from simulator.pty import PtyDevice
 from simulator.scenario import parse_scenario
 from simulator.talker import GNSSTalker, Receiver
+from tests.samples import SampleCollector
 
 TIME_SCALE = 20.0
 SCENARIO = {
@@ -32,34 +32,6 @@ SCENARIO = {
 }
 
 
-class Collector:
-    def __init__(self) -> None:
-        self.samples: list[tuple[float, Sample]] = []
-        self._cond = threading.Condition()
-
-    def __call__(self, sample: Sample) -> None:
-        with self._cond:
-            self.samples.append((time.monotonic(), sample))
-            self._cond.notify_all()
-
-    def wait_for(
-        self, pred: Callable[[Sample], bool], timeout_s: float, after: float = 0.0
-    ) -> float:
-        deadline = time.monotonic() + timeout_s
-        with self._cond:
-            while True:
-                for t, s in self.samples:
-                    if t >= after and pred(s):
-                        return t
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"not seen within {timeout_s} s: {self.links()}")
-                self._cond.wait(left)
-
-    def links(self) -> list[tuple[str, str]]:
-        return [(s.state.value, s.reason) for _, s in self.samples if isinstance(s, LinkSample)]
-
-
 def is_state(state: LinkState) -> Callable[[Sample], bool]:
     return lambda s: isinstance(s, LinkSample) and s.state is state
 
@@ -69,7 +41,7 @@ def test_drive_with_cold_start_garbage_outage_and_unplug(tmp_path: Path) -> None
     model = VehicleModel(scenario)
     device = PtyDevice(tmp_path / "gnss0")
     receiver = Receiver(scenario.gnss, Talker.GN, rate_hz=1.0, seed=scenario.seed)
-    collector = Collector()
+    collector = SampleCollector()
     rx = GNSSReceiver(GNSSSettings(port=str(device.link_path)), collector, time.monotonic)
     device.plug()
     rx.start()
@@ -77,24 +49,24 @@ def test_drive_with_cold_start_garbage_outage_and_unplug(tmp_path: Path) -> None
     talker.start()
     try:
         # Cold start: epochs without time or fix, then the first fix.
-        t_nofix = collector.wait_for(is_state(LinkState.NO_FIX), 3.0)
-        t_up = collector.wait_for(is_state(LinkState.UP), 3.0, after=t_nofix)
+        t_nofix = collector.wait_for(is_state(LinkState.NO_FIX), 3.0)[0]
+        t_up = collector.wait_for(is_state(LinkState.UP), 3.0, after=t_nofix)[0]
         # Garbage and bad checksums at 1 s real: fixes keep coming, the damage is counted.
-        t_lost = collector.wait_for(is_state(LinkState.NO_FIX), 4.0, after=t_up)
+        t_lost = collector.wait_for(is_state(LinkState.NO_FIX), 4.0, after=t_up)[0]
         assert rx.stats()["bad_checksum"] == 4
         assert rx.stats()["garbage_bytes"] >= 300
         # The tunnel: no fix, then the fix returns.
-        t_back = collector.wait_for(is_state(LinkState.UP), 3.0, after=t_lost)
+        t_back = collector.wait_for(is_state(LinkState.UP), 3.0, after=t_lost)[0]
         fixes = [s for t, s in collector.samples if isinstance(s, GNSSFix) and t_up <= t < t_lost]
         assert len(fixes) >= 15  # 1 Hz of simulated time, minus the bad-checksum epochs
         assert all(f.utc.year == 2026 for f in fixes)
         # Unplug the receiver, replug it: fixes resume within 3 s.
         device.unplug()
-        t_down = collector.wait_for(is_state(LinkState.DOWN), 2.0, after=t_back)
+        t_down = collector.wait_for(is_state(LinkState.DOWN), 2.0, after=t_back)[0]
         time.sleep(0.5)
         device.replug()
         t_replug = time.monotonic()
-        t_fix = collector.wait_for(lambda s: isinstance(s, GNSSFix), 3.0, after=t_replug)
+        t_fix = collector.wait_for(lambda s: isinstance(s, GNSSFix), 3.0, after=t_replug)[0]
         assert t_fix - t_replug < 3.0
         assert t_down < t_replug
         states = [state for state, _ in collector.links()]

@@ -27,45 +27,14 @@ from drivers.samples import (
 )
 from simulator.elm327 import DEFAULT_PIDS, VARIANTS, ELM327Server
 from simulator.state import FixedState, running_van
+from tests.samples import SampleCollector
 
 STATE = running_van(dtcs=('P0301',), pending_dtcs=('P0420',))
 
 
 
 
-class Samples:
-    """Collects what the reader emits; waits (bounded) for a sample to show up."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self.items: list[tuple[float, Sample]] = []
-
-    def emit(self, sample: Sample) -> None:
-        with self._cond:
-            self.items.append((time.monotonic(), sample))
-            self._cond.notify_all()
-
-    def wait_for(
-        self, match: Callable[[Sample], bool], timeout_s: float, after: float = 0.0
-    ) -> tuple[float, Sample]:
-        deadline = time.monotonic() + timeout_s
-        with self._cond:
-            while True:
-                for t, sample in self.items:
-                    if t >= after and match(sample):
-                        return t, sample
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    kinds = [type(s).__name__ for _, s in self.items[-10:]]
-                    raise AssertionError(f"no matching sample within {timeout_s} s; last: {kinds}")
-                self._cond.wait(remaining)
-
-    def of(self, kind: type, after: float = 0.0) -> list[Sample]:
-        with self._cond:
-            return [s for t, s in self.items if isinstance(s, kind) and t >= after]
-
-
-Rig = tuple[OBDReader, ELM327Server, Samples, FixedState]
+Rig = tuple[OBDReader, ELM327Server, SampleCollector, FixedState]
 
 
 def start_rig(
@@ -78,7 +47,7 @@ def start_rig(
     van = FixedState(STATE)
     server = ELM327Server(van, tmp_path / name, variant=variant, latency_s=0.01, pids=pids)
     server.start()
-    samples = Samples()
+    samples = SampleCollector()
     reader = OBDReader(
         OBDSettings(port=str(server.path), fuel_type="petrol", **settings),  # type: ignore[arg-type]
         samples.emit,
@@ -277,7 +246,7 @@ def test_starts_with_ignition_off_then_probes_at_ignition_on(
     van = FixedState(running_van(ignition=False, engine_running=False, battery_v=12.6))
     server = ELM327Server(van, tmp_path / "obd0", latency_s=0.01)
     server.start()
-    samples = Samples()
+    samples = SampleCollector()
     reader = OBDReader(OBDSettings(port=str(server.path)), samples.emit, time.monotonic)
     reader.set_ignition(False)
     reader.start()
@@ -326,7 +295,7 @@ def test_a_device_that_is_not_an_elm327_is_reported_not_fatal(tmp_path: Path) ->
 
     thread = threading.Thread(target=answer_junk, daemon=True)
     thread.start()
-    samples = Samples()
+    samples = SampleCollector()
     reader = OBDReader(
         OBDSettings(port=str(device.link_path), timeout_s=0.3), samples.emit, time.monotonic
     )
