@@ -10,7 +10,7 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -35,34 +35,24 @@ class UsageError(Exception):
     """Bad command-line input or scenario: printed as one line, exit status 2."""
 
 
-def _time_scale(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 1.0 <= value <= 60.0:
-        raise argparse.ArgumentTypeError(f"must be between 1 and 60, got {text}")
-    return value
+def _number_in(low: float, high: float) -> Callable[[str], float]:
+    """An argparse type: a number from ``low`` to ``high``, with a one-line error otherwise."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}, got {text}")
+        return value
+
+    return parse
 
 
-def _gnss_hz(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 1.0 <= value <= 10.0:
-        raise argparse.ArgumentTypeError(f"must be between 1 and 10, got {text}")
-    return value
-
-
-def _latency_ms(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= value <= 5000.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 5000, got {text}")
-    return value
+_time_scale = _number_in(1.0, 60.0)
+_gnss_hz = _number_in(1.0, 10.0)
+_latency_ms = _number_in(0.0, 5000.0)
 
 
 def _parser() -> argparse.ArgumentParser:
