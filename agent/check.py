@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import config as agent_config
+from agent.driverconfig import gnss_settings, gpio_settings, obd_settings
 from agent.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def probe_gnss(
     cfg: agent_config.Config, timeout_s: float
 ) -> tuple[list[CheckResult], GNSSTime | None]:
     """Open the receiver, wait for NMEA and a fix; two items: ``gnss_port`` and ``gnss_fix``."""
-    from drivers.gnss import GNSSReceiver, GNSSSettings
+    from drivers.gnss import GNSSReceiver
     from drivers.samples import GNSSFix, LinkSample, Sample
 
     g = cfg.gnss
@@ -134,11 +135,7 @@ def probe_gnss(
 
     samples: queue.SimpleQueue[Sample] = queue.SimpleQueue()
     receiver = GNSSReceiver(
-        GNSSSettings(
-            port=g.port, baud=g.baud, checksum_policy=g.checksum_policy,
-            missing_checksum=g.missing_checksum, silence_timeout_s=g.silence_timeout_s,
-            set_system_clock=False,
-        ),
+        gnss_settings(g, set_system_clock=False),
         samples.put,
         time.monotonic,
     )
@@ -241,16 +238,12 @@ def probe_obd(cfg: agent_config.Config, timeout_s: float) -> list[CheckResult]:
             CheckResult("obd_vehicle", Status.SKIP, "no OBD adapter"),
         ]
 
-    from drivers.obd import OBDReader, OBDSettings
+    from drivers.obd import OBDReader
     from drivers.samples import LinkSample, LinkState, OBDReading, Sample, VehicleInfo
 
     samples: queue.SimpleQueue[Sample] = queue.SimpleQueue()
     reader = OBDReader(
-        OBDSettings(
-            port=o.port, baud=o.baud, fuel_type=o.fuel_type, displacement_l=o.displacement_l,
-            volumetric_efficiency=o.volumetric_efficiency, low_voltage_v=o.low_voltage_v,
-            multi_pid=o.multi_pid, timeout_s=o.timeout_s,
-        ),
+        obd_settings(o),
         samples.put,
         time.monotonic,
     )
@@ -337,7 +330,7 @@ def probe_ignition(cfg: agent_config.Config, timeout_s: float) -> list[CheckResu
         )]
     try:
         from drivers.errors import DriverError
-        from drivers.gpio import GPIOLibraryError, GPIOSettings, open_backend
+        from drivers.gpio import GPIOLibraryError, open_backend
     except ImportError as exc:
         return [CheckResult(
             "ignition", Status.SKIP, f"this build has no GPIO driver ({exc})",
@@ -348,8 +341,7 @@ def probe_ignition(cfg: agent_config.Config, timeout_s: float) -> list[CheckResu
              else f"GPIO {ig.pin} ({ig.backend})")
     # Inputs only: the power-hold and LED outputs stay untouched (-1), since driving the
     # power-hold line low from a self-test could cut the Pi's own power.
-    settings = GPIOSettings(backend=ig.backend, pin=ig.pin, chip=ig.chip,
-                            line_file=ig.line_file, active_low=ig.active_low)
+    settings = gpio_settings(ig, power_hold_pin=-1, led_pin=-1)
     try:
         backend = open_backend(settings)
     except GPIOLibraryError as exc:

@@ -17,6 +17,7 @@ from agent.clock import Clock, SystemClock
 from agent.commands import CommandError, CommandProcessor
 from agent.config import Config, load
 from agent.detectors import build_detectors
+from agent.driverconfig import gnss_settings, gpio_settings, obd_settings
 from agent.encoder import Encoder, Identity, Lane, Message, read_boot_id
 from agent.errors import ConfigError
 from agent.events import Detector
@@ -143,66 +144,25 @@ class Daemon:
         if cfg.ignition.backend != "none":
             self._build_gpio()
         if cfg.obd.enabled:
-            from drivers.obd import OBDReader, OBDSettings
+            from drivers.obd import OBDReader
 
-            o = cfg.obd
-            self.obd = OBDReader(
-                OBDSettings(
-                    port=o.port,
-                    baud=o.baud,
-                    fuel_type=o.fuel_type,
-                    displacement_l=o.displacement_l,
-                    volumetric_efficiency=o.volumetric_efficiency,
-                    fast_hz=o.fast_hz,
-                    medium_hz=o.medium_hz,
-                    slow_interval_s=o.slow_interval_s,
-                    dtc_interval_s=o.dtc_interval_s,
-                    voltage_interval_s=o.voltage_interval_s,
-                    low_voltage_v=o.low_voltage_v,
-                    multi_pid=o.multi_pid,
-                    timeout_s=o.timeout_s,
-                ),
-                self._emit,
-                self.clock.monotonic,
-            )
+            self.obd = OBDReader(obd_settings(cfg.obd), self._emit, self.clock.monotonic)
             self.drivers.append(self.obd)
         if cfg.gnss.enabled:
-            from drivers.gnss import GNSSReceiver, GNSSSettings
+            from drivers.gnss import GNSSReceiver
 
-            gnss = GNSSReceiver(
-                GNSSSettings(
-                    port=cfg.gnss.port,
-                    baud=cfg.gnss.baud,
-                    checksum_policy=cfg.gnss.checksum_policy,
-                    missing_checksum=cfg.gnss.missing_checksum,
-                    silence_timeout_s=cfg.gnss.silence_timeout_s,
-                    set_system_clock=cfg.gnss.set_system_clock,
-                ),
-                self._emit,
-                self.clock.monotonic,
-            )
+            gnss = GNSSReceiver(gnss_settings(cfg.gnss), self._emit, self.clock.monotonic)
             self.gnss = gnss
             self.drivers.append(gnss)
 
     def _build_gpio(self) -> None:
         from drivers.errors import DriverError
-        from drivers.gpio import GPIOSettings, IgnitionReader, PowerHold
+        from drivers.gpio import IgnitionReader, PowerHold
 
         cfg = self.cfg
         try:
             self.gpio = IgnitionReader(
-                GPIOSettings(
-                    backend=cfg.ignition.backend,
-                    pin=cfg.ignition.pin,
-                    chip=cfg.ignition.chip,
-                    line_file=cfg.ignition.line_file,
-                    active_low=cfg.ignition.active_low,
-                    debounce_s=cfg.ignition.debounce_s,
-                    power_hold_pin=cfg.ignition.power_hold_pin,
-                    led_pin=cfg.ignition.led_pin,
-                ),
-                self._emit,
-                self.clock.monotonic,
+                gpio_settings(cfg.ignition), self._emit, self.clock.monotonic
             )
         except DriverError as exc:
             # A missing GPIO library or chip is a setup problem: say which key and what to do.

@@ -28,6 +28,7 @@ from agent import config as config_mod
 from agent.clock import VirtualClock
 from agent.config import Config
 from agent.detectors import DetectorChain, build_detectors
+from agent.driverconfig import obd_settings
 from agent.encoder import Encoder, Identity, Message
 from agent.errors import AgentError, ConfigError
 from agent.geofence import GeofenceError, GeofenceSet
@@ -37,7 +38,7 @@ from agent.sequence import SequenceCounter
 from agent.timebase import TimeBase
 from drivers.gnss import GNSSStream
 from drivers.ignition import IgnitionDebouncer
-from drivers.obd import OBDReplayDecoder, OBDSettings
+from drivers.obd import OBDReplayDecoder
 from drivers.samples import Sample
 
 logger = logging.getLogger(__name__)
@@ -105,12 +106,7 @@ class Replayer:
             silence_timeout_s=cfg.gnss.silence_timeout_s,
         )
         self.obd = OBDReplayDecoder(
-            OBDSettings(
-                fuel_type=cfg.obd.fuel_type,
-                displacement_l=cfg.obd.displacement_l,
-                volumetric_efficiency=cfg.obd.volumetric_efficiency,
-                multi_pid=cfg.obd.multi_pid,
-            )
+            obd_settings(cfg.obd)
         )
         self.ignition = IgnitionDebouncer(cfg.ignition.debounce_s, active_low=False)
         self.detector: DetectorChain = build_detectors(cfg, geofences)
