@@ -31,9 +31,11 @@ def setup_logging(level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Libraries that log chatter at INFO (persist-queue's import notes, python-obd's probing).
+    # Libraries that log chatter at INFO (persist-queue's import notes, python-obd's probing),
+    # and pint, which warns at every start that python-obd redefines its percent units.
     for noisy in ("persistqueue", "obd"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("pint").setLevel(logging.ERROR)
 
 
 def build_parser() -> argparse.ArgumentParser:
