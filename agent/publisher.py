@@ -227,7 +227,10 @@ class Publisher:
             return
         if self.connected and self._birth_acked and now >= self._hold_until:
             self._fill_window()
-        rc = self._client.loop(timeout=0.05)
+        # Short waits while acknowledgements are due; longer ones when idle, so a parked van's
+        # publisher does not wake 20 times a second for nothing (new work waits <= 0.25 s).
+        busy = self._inflight or self._extra_mids or self._birth_mid is not None
+        rc = self._client.loop(timeout=0.05 if busy else 0.25)
         self._flush_acks()
         if self._failure is not None:
             why, self._failure = self._failure, None

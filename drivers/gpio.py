@@ -232,7 +232,7 @@ class GPIOSettings:
     debounce_s: float = 2.0
     power_hold_pin: int = -1
     led_pin: int = -1
-    poll_s: float = 0.05
+    poll_s: float = 0.1  # 10 Hz is plenty under a 2 s debounce, and halves the wake-ups
 
 
 def open_backend(settings: GPIOSettings) -> GPIOBackend:
