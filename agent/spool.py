@@ -7,6 +7,7 @@ import heapq
 import json
 import logging
 import sqlite3
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -16,11 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import persistqueue
-
 from agent.encoder import ZLIB_COLUMNS, Lane, Message, batch_records, encode_columns
 from agent.errors import SpoolError
 from agent.sequence import SequenceCounter
+
+# persist-queue's package __init__ imports its asyncio-based queues, and with them asyncio
+# (about 8 MB of RSS on a daemon whose target is 40 MB), though we use only its SQLite ack
+# queue. A None entry in sys.modules makes that import fail, which persist-queue's own
+# try/except already handles (as when aiofiles is missing): the async queues are skipped.
+for _name in ("persistqueue.async_queue", "persistqueue.async_sqlqueue"):
+    sys.modules.setdefault(_name, None)  # type: ignore[arg-type]
+
+import persistqueue  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
