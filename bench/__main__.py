@@ -41,6 +41,20 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _rows(key: str, value: Any) -> list[tuple[str, str]]:
+    """Table rows for one figure: nested tables become one row per entry, scalars one row."""
+    if isinstance(value, dict):
+        if all(not isinstance(v, (dict, list)) for v in value.values()):
+            return [(key, "  ".join(f"{k}={_fmt(v)}" for k, v in value.items()))]
+        out: list[tuple[str, str]] = []
+        for sub, v in value.items():
+            out.extend(_rows(f"{key}.{sub}", v))
+        return out
+    if isinstance(value, list):
+        return [(key, f"{len(value)} items" if value else "none")]
+    return [(key, _fmt(value))]
+
+
 def main(argv: list[str]) -> int:
     wanted = {a if a.startswith(("bench_", "score_")) else f"bench_{a}" for a in argv}
     results: dict[str, Any] = {
@@ -64,7 +78,7 @@ def main(argv: list[str]) -> int:
             continue
         results[name] = figures
         for key, value in figures.items():
-            rows.append((name, key, _fmt(value)))
+            rows.extend((name, k, v) for k, v in _rows(key, value))
     width_a = max((len(r[0]) for r in rows), default=10)
     width_b = max((len(r[1]) for r in rows), default=10)
     print(f"{'bench':<{width_a}}  {'figure':<{width_b}}  value")
