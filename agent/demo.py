@@ -38,6 +38,7 @@ def _agent_config(work: Path, devices: dict[str, Any], port: int) -> Path:
         f"""[agent]
 state_dir = "{work / "state"}"
 time_scale = {float(TIME_SCALE)}
+log_level = "warning"
 
 [device]
 id = "{DEVICE_ID}"
