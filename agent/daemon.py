@@ -321,7 +321,10 @@ class Daemon:
         fix = self.device.fix
         if fix is None:
             return None
-        record = self.encoder.position_record(position_from_fix(fix, ReportReason.FIRST))
+        # Not a durable record: it must not use up a seq (that would be a gap backends see).
+        record = self.encoder.position_record(
+            position_from_fix(fix, ReportReason.FIRST), seq=self.seq.last_value
+        )
         record.pop("reason", None)
         payload = dict(record)
         payload.update(

@@ -96,10 +96,12 @@ class Encoder:
             "time_source": str(source),
         }
 
-    def position_record(self, pos: Position) -> dict[str, Any]:
+    def position_record(self, pos: Position, *, seq: int | None = None) -> dict[str, Any]:
+        """A position record; it takes the next ``seq`` unless one is given (for a copy that
+        is not a durable record, such as a ``locate`` answer, which must not use one up)."""
         ts, source = self.timebase.utc(pos.ts_mono)
         rec: dict[str, Any] = {
-            "seq": self.seq.take(),
+            "seq": self.seq.take() if seq is None else seq,
             "ts": iso(ts),
             "lat": round(pos.lat, 7),
             "lon": round(pos.lon, 7),
