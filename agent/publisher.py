@@ -536,10 +536,20 @@ class Publisher:
                 break
             client.loop(timeout=0.05)
         self._flush_acks()
+        if not self.connected or self._client is not client:
+            # The link dropped while draining: the broker's last will says offline for us.
+            self._drop_connection()
+            return
         info = client.publish(
             self.identity.topic("state"), encode_payload(self._birth(False)), qos=1, retain=True
         )
         deadline = time.monotonic() + 1.0
-        while not info.is_published() and time.monotonic() < deadline:
+        # paho's is_published() raises once the publish has failed (link gone): stop waiting.
+        while (
+            info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+            and self.connected
+            and not info.is_published()
+            and time.monotonic() < deadline
+        ):
             client.loop(timeout=0.05)
         self._drop_connection()
