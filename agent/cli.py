@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from agent import __version__
 from agent.errors import AgentError, ConfigError
@@ -59,19 +61,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class EarlyStop:
+    """SIGTERM/SIGINT received while the daemon is still starting (imports, opening the spool).
+
+    systemd may stop us at any moment. Until the daemon installs its own handlers, the request
+    is remembered instead of killing the process by the default action (no clean stop, exit
+    status -15); the daemon is then told to stop as soon as it exists, and exits 0.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._daemon: Any = None
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self.requested = True
+        if self._daemon is not None:
+            self._daemon.request_stop()
+
+    def attach(self, daemon: Any) -> None:
+        self._daemon = daemon
+        if self.requested:
+            daemon.request_stop()
+
+
 def _run(args: argparse.Namespace) -> int:
+    early: EarlyStop = args.early_stop
     from agent import config
     from agent.daemon import Daemon
 
     cfg = config.load(args.config)
     setup_logging(cfg.agent.log_level)
-    return Daemon(cfg).run()
+    daemon = Daemon(cfg)
+    early.attach(daemon)
+    return daemon.run()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    # First thing, before the subcommands' imports: see EarlyStop.
+    early = EarlyStop() if words[:1] == ["run"] else None
     setup_logging()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(words)
+    args.early_stop = early
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
