@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.config import MQTTSection
 from agent.encoder import Encoder, Identity, Lane, Message
@@ -125,7 +126,7 @@ def per_record(
     host: str, port: int, records: list[dict[str, Any]], timeout_s: float = 600.0
 ) -> float:
     """Baseline: one compact JSON QoS 1 message per record at paho's defaults; seconds taken."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="baseline-van")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="baseline-van")
     acked = 0
 
     def on_publish(c: mqtt.Client, u: object, mid: int, rc: object, p: object) -> None:
