@@ -15,8 +15,13 @@ from agent.contract import problems
 
 
 class Observed(Protocol):
-    topic: str
-    payload: bytes
+    """Anything with a topic and a payload (read-only, so frozen dataclasses match)."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def payload(self) -> bytes: ...
 
 
 def validate(topic: str, payload: bytes | str | Mapping[str, Any]) -> dict[str, Any]:

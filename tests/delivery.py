@@ -208,8 +208,9 @@ def start_broker(broker: Mosquitto) -> None:
 def wait_listening(listener: Listener, host: str, port: int, timeout_s: float = 10.0) -> None:
     """Block until ``listener`` is subscribed again (after a broker restart): probe it."""
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
-    probe = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"probe-{time.time_ns()}")
+    probe = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{time.time_ns()}")
     deadline = time.monotonic() + timeout_s
     marker = f"probe/{time.time_ns()}"
     probe.connect(host, port)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 
 @dataclass(frozen=True)
@@ -31,14 +32,16 @@ class Listener:
         self._cond = threading.Condition()
         self._topic = topic
         self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=client_id or f"test-listener-{id(self)}",
             protocol=mqtt.MQTTv311,
             clean_session=False,
         )
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
-        self.client.reconnect_delay_set(0.1, 0.5)
+        # paho annotates the delays as int, but only ever sleeps on them; sub-second delays keep
+        # the listener's reconnects after a broker restart fast.
+        self.client.reconnect_delay_set(0.1, 0.5)  # type: ignore[arg-type]
         self._subscribed = threading.Event()
         self.client.connect_async(host, port, keepalive=10)
         self.client.loop_start()
@@ -53,7 +56,7 @@ class Listener:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         with self._cond:
-            self.messages.append(Received(msg.topic, msg.payload, bool(msg.retain), msg.qos))
+            self.messages.append(Received(msg.topic, bytes(msg.payload), bool(msg.retain), msg.qos))
             self._cond.notify_all()
 
     def wait_for(self, predicate: Callable[[list[Received]], bool], timeout_s: float) -> bool:

@@ -5,17 +5,19 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from simulator.broker import Mosquitto, free_port
 from tests.contract import validate_all
 from tests.delivery import Van, delivered, mqtt_settings, start_broker
+from tests.listener import Received
 from tests.pki import CA, Issued, make_ca, make_cert
 
 REPO = Path(__file__).resolve().parents[2]
@@ -84,7 +86,7 @@ class Client:
         self.acks: dict[int, ReasonCode] = {}
         self._cond = threading.Condition()
         self.c = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=f"{cn}-{time.time_ns()}",
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
         )
@@ -113,10 +115,10 @@ class Client:
             self.granted.extend(rcs)
             self._cond.notify_all()
 
-    def wait(self, predicate: object, timeout_s: float = 10.0) -> bool:
+    def wait(self, predicate: Callable[[], object], timeout_s: float = 10.0) -> bool:
         assert callable(predicate)
         with self._cond:
-            return self._cond.wait_for(predicate, timeout_s)
+            return bool(self._cond.wait_for(predicate, timeout_s))
 
     def publish(self, topic: str, payload: bytes) -> ReasonCode:
         info = self.c.publish(topic, payload, qos=1)
@@ -230,11 +232,9 @@ def test_an_agent_with_another_vans_id_is_refused_and_keeps_its_data(
         van.stop()
 
 
-def _as_received(client: Client) -> list[object]:
-    from tests.listener import Received
-
+def _as_received(client: Client) -> list[Received]:
     with client._cond:
-        return [Received(m.topic, m.payload, bool(m.retain), m.qos) for m in client.received]
+        return [Received(m.topic, bytes(m.payload), bool(m.retain), m.qos) for m in client.received]
 
 
 @pytest.mark.parametrize(

@@ -76,9 +76,10 @@ def _run_sim(tmp_path: Path, scenario: Path) -> Iterator[Sim]:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
     )
     try:
-        assert proc.stdout is not None
+        stdout = proc.stdout
+        assert stdout is not None
         ready: list[str] = []
-        reader = threading.Thread(target=lambda: ready.append(proc.stdout.readline()), daemon=True)
+        reader = threading.Thread(target=lambda: ready.append(stdout.readline()), daemon=True)
         reader.start()
         reader.join(20.0)
         err = proc.stderr.read() if proc.stderr and proc.poll() is not None else ""

@@ -301,13 +301,16 @@ def test_ignition_cycles_drive_events_and_the_parked_state(
     def events(kind: str) -> Callable[[list[Received]], int]:
         return lambda ms: len(_payloads(ms, f"event/{kind}"))
 
+    def events_reach(kind: str, n: int) -> Callable[[list[Received]], bool]:
+        return lambda ms: events(kind)(ms) == n
+
     assert listener.wait_for(lambda ms: events("ignition_on")(ms) == 1, 10.0)
     assert listener.wait_for(
         lambda ms: any(p.get("parked") is False for p in _payloads(ms, "state")), 5.0
     )
     for cycle in range(2):
         line.set(False)
-        assert listener.wait_for(lambda ms, c=cycle: events("ignition_off")(ms) == c + 1, 10.0)
+        assert listener.wait_for(events_reach("ignition_off", cycle + 1), 10.0)
         assert listener.wait_for(
             lambda ms: _payloads(ms, "state")[-1].get("parked") is True, 5.0
         ), "parked state published"
@@ -316,7 +319,7 @@ def test_ignition_cycles_drive_events_and_the_parked_state(
         ), "parked in health (on change, at most every 5 s)"
         assert _wait(lambda: _safe_status(agent).get("parked") is True, 5.0), "status file"
         line.set(True)
-        assert listener.wait_for(lambda ms, c=cycle: events("ignition_on")(ms) == c + 2, 10.0)
+        assert listener.wait_for(events_reach("ignition_on", cycle + 2), 10.0)
         assert listener.wait_for(
             lambda ms: _payloads(ms, "state")[-1].get("parked") is False, 5.0
         )
@@ -508,13 +511,16 @@ def test_simulated_van_ignition_cycles_drive_trips(
         assert listener.wait_for(
             lambda ms: any(p["ts"] >= located_ts for p in _payloads(ms, "live")), 5.0
         ), "locate published the live position"
+        def dtc_results_over(n: int) -> Callable[[list[Received]], bool]:
+            return lambda ms: len(_payloads(ms, "cmd/read_dtc/result")) > n
+
         # The ECU answers only once the engine runs; the adapter reads codes when it connects.
         deadline = time.monotonic() + 10.0
         while not _payloads(listener.messages, "cmd/read_dtc/result")[-1]["ok"]:
             assert time.monotonic() < deadline, _payloads(listener.messages, "cmd/read_dtc/result")
             n = len(_payloads(listener.messages, "cmd/read_dtc/result"))
             listener.client.publish(_topic("cmd/read_dtc"), json.dumps({"id": "again"}), qos=1)
-            listener.wait_for(lambda ms, n=n: len(_payloads(ms, "cmd/read_dtc/result")) > n, 5.0)
+            listener.wait_for(dtc_results_over(n), 5.0)
             time.sleep(0.5)
         dtc = _payloads(listener.messages, "cmd/read_dtc/result")[-1]
         assert isinstance(dtc["result"]["stored"], list)

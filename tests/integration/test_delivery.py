@@ -8,7 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,7 @@ from bench.proxy import DelayProxy
 from simulator.broker import Mosquitto
 from tests.contract import validate_all
 from tests.delivery import Van, delivered, mqtt_settings, wait_listening
-from tests.listener import Listener
+from tests.listener import Listener, Received
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -137,6 +137,9 @@ def test_kill_9_mid_drain_then_restart_delivers_the_rest(
     offline.spool.close()
     assert total >= 120
 
+    def positions_reach(t: int) -> Callable[[list[Received]], bool]:
+        return lambda ms: len([m for m in ms if "/pos" in m.topic]) >= t
+
     # A 100 ms round trip and 5 in flight: the drain takes seconds, so the kill lands mid-way.
     slow = DelayProxy(mosquitto.host, mosquitto.port, rtt_s=0.1)
     try:
@@ -157,9 +160,7 @@ def test_kill_9_mid_drain_then_restart_delivers_the_rest(
             try:
                 if round_ < KILLS:
                     target = (round_ + 1) * total // (KILLS + 2)
-                    assert listener.wait_for(
-                        lambda ms, t=target: len([m for m in ms if "/pos" in m.topic]) >= t, 60
-                    )
+                    assert listener.wait_for(positions_reach(target), 60)
                     os.kill(proc.pid, signal.SIGKILL)
                     proc.wait(timeout=10)
                     with sqlite3.connect(state / "spool" / DB_FILE) as conn:
@@ -205,6 +206,7 @@ def test_persistent_session_delivers_commands_sent_while_offline(
     tmp_path: Path, mosquitto: Mosquitto, link: DelayProxy, protocol: str
 ) -> None:
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
     got: list[tuple[str, bytes]] = []
     van = Van(
@@ -217,7 +219,7 @@ def test_persistent_session_delivers_commands_sent_while_offline(
         time.sleep(0.3)  # let the SUBACK come back
         link.cut()
         assert wait_until(lambda: not van.publisher.connected, 10)
-        backend = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="backend-cmd")
+        backend = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="backend-cmd")
         backend.connect(mosquitto.host, mosquitto.port)
         backend.loop_start()
         backend.publish("fleet/v1/van-1/cmd/ping", b'{"id": "c-1"}', qos=1).wait_for_publish(5)

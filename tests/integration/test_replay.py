@@ -119,7 +119,10 @@ def test_hostile_capture_lines_are_counted_and_skipped(urban: dict[str, Path]) -
     assert "skipped" in res.stderr and "bad_json=1" in res.stderr
     clean = urban["dir"] / "clean.jsonl"
     assert _replay(urban, urban["capture"], clean).returncode == 0
-    kinds = lambda p: [m["payload"]["type"] for m in _messages(p) if "/event/" in m["topic"]]  # noqa: E731
+
+    def kinds(p: Path) -> list[Any]:
+        return [m["payload"]["type"] for m in _messages(p) if "/event/" in m["topic"]]
+
     assert kinds(out) == kinds(clean)
 
 

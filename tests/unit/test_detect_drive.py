@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -165,7 +166,7 @@ def config(**detect: object) -> Config:
 
 
 def run(
-    samples: list[Sample], cfg: Config | None = None, fences: GeofenceSet | None = None
+    samples: Sequence[Sample], cfg: Config | None = None, fences: GeofenceSet | None = None
 ) -> list[Event]:
     chain = build_detectors(cfg or config(), fences or GeofenceSet())
     events: list[Event] = []

@@ -20,6 +20,7 @@ from drivers.samples import (
     LinkSample,
     LinkState,
     OBDReading,
+    Sample,
 )
 from tests.unit.test_detect_drive import Drive, config, of, run
 
@@ -219,7 +220,7 @@ def _fix(t: float, lat: float = 52.5, lon: float = 13.4, hdop: float = 0.9) -> G
 
 @pytest.mark.parametrize(("outage_s", "fires"), [(9.0, False), (11.0, True)])
 def test_link_lost_duration(outage_s: float, fires: bool) -> None:
-    samples = [_fix(0.0), LinkSample(1.0, Link.GNSS, LinkState.NO_FIX, "tunnel")]
+    samples: list[Sample] = [_fix(0.0), LinkSample(1.0, Link.GNSS, LinkState.NO_FIX, "tunnel")]
     samples += [OBDReading(1.0 + k * 0.5, speed_kmh=50.0, rpm=1500.0) for k in range(40)]
     samples.append(_fix(1.0 + outage_s))
     samples.sort(key=lambda s: s.ts_mono)
@@ -232,7 +233,7 @@ def test_link_lost_duration(outage_s: float, fires: bool) -> None:
 
 
 def test_obd_link_lost_and_regained() -> None:
-    samples = [
+    samples: list[Sample] = [
         IgnitionSample(0.0, True),
         OBDReading(0.5, speed_kmh=0.0, rpm=800.0),
         LinkSample(2.0, Link.OBD, LinkState.DOWN, "adapter unplugged"),
@@ -257,13 +258,13 @@ def test_low_fuel_level(level: float, fires: bool) -> None:
     ("volts", "hold_s", "fires"), [(12.35, 300, False), (12.25, 170, False), (12.25, 190, True)]
 )
 def test_low_battery_voltage_and_duration(volts: float, hold_s: int, fires: bool) -> None:
-    samples = [IgnitionSample(0.0, False)]
+    samples: list[Sample] = [IgnitionSample(0.0, False)]
     samples += [OBDReading(float(t), voltage_v=volts) for t in range(0, hold_s + 1, 10)]
     assert len(of(run(samples), EventType.LOW_BATTERY)) == int(fires)
 
 
 def test_low_battery_not_while_the_engine_runs() -> None:
-    samples = [IgnitionSample(0.0, True)]
+    samples: list[Sample] = [IgnitionSample(0.0, True)]
     samples += [OBDReading(float(t), voltage_v=12.0, rpm=800.0) for t in range(0, 400, 10)]
     assert not of(run(samples), EventType.LOW_BATTERY)
 
@@ -393,7 +394,11 @@ def test_ignition_rpm_fallback_without_gpio() -> None:
 
 
 def test_gpio_ignition_outranks_rpm() -> None:
-    samples = [IgnitionSample(0.0, False), OBDReading(1.0, rpm=900.0), OBDReading(2.0, rpm=900.0)]
+    samples: list[Sample] = [
+        IgnitionSample(0.0, False),
+        OBDReading(1.0, rpm=900.0),
+        OBDReading(2.0, rpm=900.0),
+    ]
     assert not of(run(samples), EventType.IGNITION_ON)
 
 

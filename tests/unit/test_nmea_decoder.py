@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import TypedDict, Unpack
 
 import pytest
 
-from drivers.nmea import MAX_LINE_BYTES, NMEADecoder, NoFixReason
-from drivers.samples import FixMode, FixQuality
+from drivers.nmea import MAX_LINE_BYTES, Epoch, NMEADecoder, NoFixReason
+from drivers.samples import FixMode, FixQuality, GNSSFix
 
 
 def frame(body: str, *, corrupt: bool = False) -> bytes:
@@ -22,16 +23,27 @@ GGA = "GPGGA,123519.00,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,"
 GSA = "GPGSA,A,3,04,05,,09,12,,,24,,,,,2.5,1.3,2.1"
 
 
-def run(data: bytes, **kw: str) -> tuple[list[object], dict[str, int]]:
+class _Policies(TypedDict, total=False):
+    checksum_policy: str
+    missing_checksum: str
+
+
+def run(data: bytes, **kw: Unpack[_Policies]) -> tuple[list[Epoch], dict[str, int]]:
     decoder = NMEADecoder(**kw)
     epochs = decoder.feed(data, 1.0) + decoder.flush()
     return epochs, decoder.stats()
 
 
+def fix_of(epoch: Epoch) -> GNSSFix:
+    """The epoch's fix, which the test expects to be there."""
+    assert epoch.fix is not None, epoch
+    return epoch.fix
+
+
 def test_full_epoch() -> None:
     epochs, stats = run(frame(RMC) + frame(GGA) + frame(GSA))
     (epoch,) = epochs
-    fix = epoch.fix  # type: ignore[attr-defined]
+    fix = fix_of(epoch)
     assert fix.utc == dt.datetime(2024, 3, 23, 12, 35, 19, tzinfo=dt.UTC)
     assert fix.lat == pytest.approx(48.1173)
     assert fix.lon == pytest.approx(11.516666666)
@@ -58,7 +70,7 @@ def test_full_epoch() -> None:
 )
 def test_out_of_range_position_or_time_is_no_fix(body: str, bad: str) -> None:
     epochs, stats = run(frame(body))
-    assert [e.fix for e in epochs] in ([None], []), bad  # type: ignore[attr-defined]
+    assert [e.fix for e in epochs] in ([None], []), bad
     assert stats["rejected_values"] == 1, bad
 
 
@@ -77,32 +89,31 @@ def test_out_of_range_position_or_time_is_no_fix(body: str, bad: str) -> None:
 def test_out_of_range_optional_value_is_rejected_not_clamped(body: str, field: str) -> None:
     other = GGA if body.startswith("GPRMC") else RMC
     epochs, stats = run(frame(body) + frame(other))
-    fix = epochs[0].fix  # type: ignore[attr-defined]
+    fix = epochs[0].fix
     assert fix is not None and getattr(fix, field) is None
     assert stats["rejected_values"] == 1
 
 
 def test_mangled_gsa_is_ignored_not_fatal() -> None:
     epochs, stats = run(frame(RMC) + frame(GGA) + frame("GPGSA,A,9,01,02"))
-    assert epochs[0].fix is not None  # type: ignore[attr-defined]
-    assert epochs[0].fix.mode is FixMode.FIX_3D  # type: ignore[attr-defined]
+    assert fix_of(epochs[0]).mode is FixMode.FIX_3D
     assert stats["sentences_ok"] == 3
 
 
 def test_stale_coordinates_in_a_void_rmc_are_no_fix() -> None:
     epochs, _ = run(frame(RMC.replace(",A,", ",V,", 1)) + frame(GGA))
-    assert [(e.fix, e.reason) for e in epochs] == [(None, NoFixReason.RMC_VOID)]  # type: ignore[attr-defined]
+    assert [(e.fix, e.reason) for e in epochs] == [(None, NoFixReason.RMC_VOID)]
 
 
 def test_rmc_mode_n_is_no_fix() -> None:
     epochs, _ = run(frame(RMC[:-1] + "N"))
-    assert epochs[0].reason is NoFixReason.RMC_MODE_N  # type: ignore[attr-defined]
+    assert epochs[0].reason is NoFixReason.RMC_MODE_N
 
 
 def test_week_rollover_is_corrected() -> None:
     rolled = RMC.replace("230324", "070804")  # 2024-03-23 minus 1024 weeks = 2004-08-07
     epochs, _ = run(frame(rolled))
-    assert epochs[0].fix.utc.date() == dt.date(2024, 3, 23)  # type: ignore[attr-defined]
+    assert fix_of(epochs[0]).utc.date() == dt.date(2024, 3, 23)
 
 
 def test_gga_only_receiver_uses_last_date_and_crosses_midnight() -> None:
@@ -110,7 +121,7 @@ def test_gga_only_receiver_uses_last_date_and_crosses_midnight() -> None:
     gga1 = GGA.replace("123519.00", "235959.50")
     gga2 = GGA.replace("123519.00", "000000.50")
     epochs, _ = run(frame(late) + frame(gga1) + frame(gga2))
-    utcs = [e.fix.utc for e in epochs]  # type: ignore[attr-defined]
+    utcs = [fix_of(e).utc for e in epochs]
     assert utcs == [
         dt.datetime(2024, 3, 23, 23, 59, 59, tzinfo=dt.UTC),
         dt.datetime(2024, 3, 23, 23, 59, 59, 500000, tzinfo=dt.UTC),
@@ -120,22 +131,22 @@ def test_gga_only_receiver_uses_last_date_and_crosses_midnight() -> None:
 
 def test_gga_only_without_any_date_is_no_fix() -> None:
     epochs, _ = run(frame(GGA))
-    assert [(e.fix, e.reason) for e in epochs] == [(None, NoFixReason.NO_DATE)]  # type: ignore[attr-defined]
+    assert [(e.fix, e.reason) for e in epochs] == [(None, NoFixReason.NO_DATE)]
 
 
 def test_bad_checksum_counted_and_policy() -> None:
     data = frame(RMC, corrupt=True) + frame(GGA)
     epochs, stats = run(data)
     assert stats["bad_checksum"] == 1
-    assert epochs[0].reason is NoFixReason.NO_DATE  # type: ignore[attr-defined]  # RMC dropped
+    assert epochs[0].reason is NoFixReason.NO_DATE  # RMC dropped
     epochs, stats = run(data, checksum_policy="accept")
-    assert stats["bad_checksum"] == 1 and epochs[0].fix is not None  # type: ignore[attr-defined]
+    assert stats["bad_checksum"] == 1 and epochs[0].fix is not None
 
 
 def test_missing_checksum_policy() -> None:
     data = f"${RMC}\r\n".encode()
     epochs, stats = run(data)
-    assert stats["missing_checksum"] == 1 and epochs[0].fix is not None  # type: ignore[attr-defined]
+    assert stats["missing_checksum"] == 1 and epochs[0].fix is not None
     epochs, stats = run(data, missing_checksum="reject")
     assert epochs == []
 
@@ -152,7 +163,7 @@ def test_garbage_nul_overlong_and_partial_lines_resynchronise() -> None:
         + frame(GGA)
     )
     epochs, stats = run(data)
-    assert len(epochs) == 1 and epochs[0].fix is not None  # type: ignore[attr-defined]
+    assert len(epochs) == 1 and epochs[0].fix is not None
     assert stats["overlong_lines"] == 1
     assert stats["garbage_bytes"] >= 8 + 21 + 15
     assert stats["sentences_ok"] == 2
@@ -173,7 +184,7 @@ def test_untimed_sentences_go_to_the_burst_they_arrived_in() -> None:
     first = decoder.feed(frame(GSA) + frame(RMC) + frame(GGA), 10.0)
     second = decoder.feed(frame(gsa2) + frame(rmc2) + frame(gga2), 11.0)
     epochs = first + second + decoder.flush()
-    assert [e.fix.mode for e in epochs] == [FixMode.FIX_3D, FixMode.FIX_2D]  # type: ignore[union-attr]
+    assert [fix_of(e).mode for e in epochs] == [FixMode.FIX_3D, FixMode.FIX_2D]
 
 
 def test_cold_start_without_time_yields_no_fix_epochs_with_bounded_memory() -> None:
@@ -220,4 +231,4 @@ def test_sentences_after_a_learned_ender_unlearn_it() -> None:
 
 def test_gga_and_zda_receiver_gets_its_date_from_zda() -> None:
     epochs, _ = run(frame(GGA) + frame("GPZDA,123519.00,23,03,2024,00,00"))
-    assert epochs[0].fix.utc == dt.datetime(2024, 3, 23, 12, 35, 19, tzinfo=dt.UTC)  # type: ignore[attr-defined]
+    assert fix_of(epochs[0]).utc == dt.datetime(2024, 3, 23, 12, 35, 19, tzinfo=dt.UTC)

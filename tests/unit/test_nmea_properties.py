@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -154,7 +154,7 @@ def test_valid_sentences_decode_to_what_was_encoded(t: Truth) -> None:
 def test_any_split_gives_the_same_fixes(ts: list[Truth], data: st.DataObject) -> None:
     # Distinct, increasing instants as a receiver sends them.
     start = ts[0].utc
-    ts = [Truth(**{**_fields(t), "utc": start + dt.timedelta(seconds=i)}) for i, t in enumerate(ts)]
+    ts = [replace(t, utc=start + dt.timedelta(seconds=i)) for i, t in enumerate(ts)]
     stream = b"".join(encode(t, ("GSA", "RMC", "VTG", "GGA")) for t in ts)
     stream = b"\x00junk" + stream[:7] + stream  # a partial sentence and garbage up front
     whole = decode_all(stream)
@@ -168,16 +168,12 @@ def test_any_split_gives_the_same_fixes(ts: list[Truth], data: st.DataObject) ->
     assert len([f for f in whole if isinstance(f, GNSSFix)]) == len(ts)
 
 
-def _fields(t: Truth) -> dict[str, object]:
-    return {name: getattr(t, name) for name in Truth.__slots__}  # type: ignore[attr-defined]
-
-
 @settings(deadline=None)
 @given(truths)
 def test_receiver_saying_no_fix_is_never_a_fix(t: Truth) -> None:
-    void = Truth(**{**_fields(t), "rmc_status": "V"})
-    invalid = Truth(**{**_fields(t), "gga_quality": 0})
-    nofix = Truth(**{**_fields(t), "mode": 1})
+    void = replace(t, rmc_status="V")
+    invalid = replace(t, gga_quality=0)
+    nofix = replace(t, mode=1)
     assert decode_all(encode(void)) == [str(NoFixReason.RMC_VOID)]
     assert decode_all(encode(invalid)) == [str(NoFixReason.GGA_INVALID)]
     assert decode_all(encode(nofix)) == [str(NoFixReason.GSA_NO_FIX)]
