@@ -176,6 +176,23 @@ _PATTERNS: dict[LEDPattern, tuple[tuple[float, float], ...]] = {
 }
 
 
+def led_next_change_s(pattern: LEDPattern, t_s: float) -> float | None:
+    """Seconds from ``t_s`` until the LED level next changes; None for a steady pattern."""
+    steps = _PATTERNS[pattern]
+    edges: list[float] = []
+    at = 0.0
+    for on, off in steps:
+        if on > 0.0 and off > 0.0:
+            edges += [at, at + on]
+        at += on + off
+    if not edges:
+        return None
+    cycle = at
+    t = t_s % cycle
+    later = [e for e in edges if e > t]
+    return (later[0] if later else cycle + edges[0]) - t
+
+
 def led_level(pattern: LEDPattern, t_s: float) -> bool:
     """The LED level at time ``t_s`` of a pattern (a pure function, for tests and the thread)."""
     steps = _PATTERNS[pattern]
@@ -232,7 +249,13 @@ class GPIOSettings:
     debounce_s: float = 2.0
     power_hold_pin: int = -1
     led_pin: int = -1
-    poll_s: float = 0.1  # 10 Hz is plenty under a 2 s debounce, and halves the wake-ups
+    # Longest polling period. The line is read four times per debounce period (at least every
+    # 0.05 s), so the default 2 s debounce means 4 reads a second: each thread wake-up costs CPU.
+    poll_s: float = 0.25
+
+    @property
+    def poll_period_s(self) -> float:
+        return min(self.poll_s, max(0.05, self.debounce_s / 4.0))
 
 
 def open_backend(settings: GPIOSettings) -> GPIOBackend:
@@ -307,8 +330,14 @@ class IgnitionReader:
                 logger.info("ignition %s", "on" if sample.on else "off")
                 self._emit(sample)
             self._drive(s.power_hold_pin, self.power_hold)
-            self._drive(s.led_pin, led_level(self.led_pattern, time.monotonic()))
-            self._stop.wait(s.poll_s)
+            wait_s = s.poll_period_s
+            if s.led_pin >= 0:
+                t = time.monotonic()
+                self._drive(s.led_pin, led_level(self.led_pattern, t))
+                change = led_next_change_s(self.led_pattern, t)
+                if change is not None:
+                    wait_s = min(wait_s, change + 0.001)
+            self._stop.wait(wait_s)
 
     def _poll(self, now: float) -> list[IgnitionSample]:
         try:

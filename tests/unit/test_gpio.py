@@ -20,6 +20,7 @@ from drivers.gpio import (
     PowerHold,
     SimulatedGPIO,
     led_level,
+    led_next_change_s,
     open_backend,
 )
 from drivers.samples import IgnitionSample, Sample
@@ -171,6 +172,28 @@ def test_led_patterns_are_distinguishable() -> None:
     rising = sum(1 for a, b in zip([False, *flashes], flashes, strict=False) if b and not a)
     assert rising == 2, "a double flash"
     assert sum(flashes) < 10
+
+
+@pytest.mark.parametrize("pattern", list(LEDPattern))
+def test_led_next_change_names_exactly_when_the_level_flips(pattern: LEDPattern) -> None:
+    # The reader sleeps until then instead of polling the pattern, so it must never be late
+    # (the LED would show a wrong pattern) nor early by more than a moment (wasted wake-ups).
+    for i in range(400):
+        t = 1000.0 + i * 0.0137
+        change = led_next_change_s(pattern, t)
+        if change is None:
+            assert len({led_level(pattern, t + k * 0.01) for k in range(300)}) == 1
+            continue
+        assert 0.0 < change <= 2.0
+        level = led_level(pattern, t)
+        assert all(led_level(pattern, t + f * change) == level for f in (0.0, 0.5, 0.99))
+        assert led_level(pattern, t + change + 1e-6) != level
+
+
+def test_line_is_polled_four_times_per_debounce_within_bounds() -> None:
+    assert GPIOSettings(debounce_s=2.0).poll_period_s == 0.25
+    assert GPIOSettings(debounce_s=0.4).poll_period_s == pytest.approx(0.1)
+    assert GPIOSettings(debounce_s=0.0).poll_period_s == 0.05
 
 
 def test_power_hold_waits_for_flush_then_the_release_delay() -> None:
