@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import termios
 import threading
 import time
@@ -227,14 +228,19 @@ def can_frames(pids: Iterable[int]) -> int:
 # ---- the serial channel ----
 
 
+READ_SLICE_S = 0.1
+
+
 class ELM327Channel:
     """Request/reply on the adapter's serial port with a hard deadline (no python-obd waits)."""
 
     def __init__(self, port: Any, timeout_s: float) -> None:
         self._port = port
         self.timeout_s = timeout_s
-        # python-obd opens the port with a 10 s read timeout; we poll in short slices instead.
-        self._port.timeout = 0.02
+        # python-obd opens the port with a 10 s read timeout; we read in slices instead, so a
+        # silent adapter overruns the deadline by at most one slice. A read returns as soon as
+        # a byte is there, so the slice adds no latency; it only bounds idle wake-ups.
+        self._port.timeout = READ_SLICE_S
 
     def request(self, command: str, timeout_s: float | None = None) -> str:
         """Send one command and return the reply text up to the prompt.
@@ -247,8 +253,8 @@ class ELM327Channel:
         try:
             self._port.reset_input_buffer()
             self._port.write(command.encode("ascii") + b"\r")
-            while time.monotonic() < deadline:
-                chunk = self._port.read(self._port.in_waiting or 1)
+            while (left := deadline - time.monotonic()) > 0:
+                chunk = self._read(min(left, READ_SLICE_S))
                 if chunk:
                     buf += chunk
                     if b">" in buf:
@@ -264,6 +270,23 @@ class ELM327Channel:
             # raises termios.error, which is not.
             raise DeviceUnavailableError(f"adapter port failed: {exc}") from exc
         return buf.split(b">", 1)[0].decode("ascii", "replace")
+
+    def _read(self, wait_s: float) -> bytes:
+        """Bytes the adapter has sent, waiting up to ``wait_s`` for the first.
+
+        A POSIX port is read directly (one select, one read): pyserial's ``read`` costs two
+        selects and two ioctls per call, and each reply takes one or two calls.
+        """
+        fd = getattr(self._port, "fd", None)
+        if not isinstance(fd, int):  # socket:// and other URL handlers
+            return bytes(self._port.read(self._port.in_waiting or 1))
+        ready, _, _ = select.select([fd], [], [], wait_s)
+        if not ready:
+            return b""
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            raise DeviceUnavailableError("adapter port closed (readable but no data)")
+        return chunk
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -343,7 +366,9 @@ def preflight(settings: OBDSettings) -> None:
     import serial
 
     try:
-        port = serial.serial_for_url(settings.port, baudrate=settings.baud or 38400, timeout=0.02)
+        port = serial.serial_for_url(
+            settings.port, baudrate=settings.baud or 38400, timeout=READ_SLICE_S
+        )
     except (OSError, ValueError) as exc:
         raise DeviceUnavailableError(f"{settings.port}: cannot open ({exc})") from exc
     channel = ELM327Channel(port, settings.timeout_s)
@@ -370,6 +395,7 @@ class OBDReader:
     RECONNECT_BACKOFF_S = (0.25, 0.5, 1.0, 2.0, 3.0)  # capped low: resume within 5 s of replug
     SILENCES_BEFORE_DOWN = 3
     NONSENSE_BEFORE_DOWN = 5  # unusable replies in a row (never NO DATA: that is the car)
+    MAX_IDLE_S = 1.0  # real seconds the reader sleeps at most when nothing is due
     PROBE_RETRY_S = 5.0  # while the car does not answer (ignition off) and we think it is on
 
     def __init__(
@@ -377,10 +403,15 @@ class OBDReader:
         settings: OBDSettings,
         emit: Callable[[Sample], None],
         clock: Callable[[], float],
+        *,
+        clock_rate: float = 1.0,
     ) -> None:
+        """``clock_rate``: how many ``clock`` seconds pass per real second (a simulated drive
+        at x30 runs the clock 30 times faster), so the reader can sleep until the next task."""
         self.settings = settings
         self._emit = emit
         self._clock = clock
+        self._clock_rate = clock_rate if clock_rate > 0 else 1.0
         self._builder = ReadingBuilder(settings)
         self._groups = poll_groups(settings)
         self._stop = threading.Event()
@@ -717,9 +748,11 @@ class OBDReader:
                 session.due[group.name] = max(now, due + group.interval_s)
                 self._poll(session, group)
                 return
+        # Sleep until the next task is due (ignition changes and stop() wake it early): every
+        # wake-up costs CPU, so no fixed polling tick. At most a second, to report progress.
         waits = [t for k, t in session.due.items() if querying or k == "voltage"]
-        delay = min([*waits, now + 0.1]) - now
-        self._wake.wait(max(0.0, min(delay, 0.1)))
+        delay = (min(waits) - now) / self._clock_rate if waits else self.MAX_IDLE_S
+        self._wake.wait(max(0.0, min(delay, self.MAX_IDLE_S)))
         self._wake.clear()
 
     def _check_multi(self, session: Session, asked: int, answered: int) -> None:
