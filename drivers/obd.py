@@ -36,6 +36,7 @@ from drivers.elm327 import (
     reply_lines,
 )
 from drivers.errors import DeviceUnavailableError
+from drivers.pyobd import import_obd
 from drivers.samples import (
     DTCSample,
     FuelRateSource,
@@ -323,7 +324,7 @@ def _quiet_python_obd() -> None:
 
 def open_session(settings: OBDSettings, protocol_hint: str | None) -> Session:
     """Connect with python-obd: reset, echo off, headers on, voltage check, protocol detection."""
-    import obd  # imported late: it pulls in pint, which takes a second to import
+    obd = import_obd()  # late, and without pint: see drivers.pyobd
 
     _quiet_python_obd()
     if "://" not in settings.port and not os.path.exists(settings.port):
@@ -383,6 +384,7 @@ def preflight(settings: OBDSettings) -> None:
 
 def protocol_name(protocol_id: str) -> str:
     """python-obd's name for an ELM327 protocol number ("6" -> "ISO 15765-4 (CAN 11/500)")."""
+    import_obd()
     from obd.elm327 import ELM327
 
     cls = ELM327._SUPPORTED_PROTOCOLS.get(protocol_id)
