@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-import select
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +22,7 @@ import serial
 from drivers.clock import SystemClockSetter
 from drivers.nmea import DATE_FLOOR, NMEADecoder, NoFixReason
 from drivers.samples import GNSSFix, Link, LinkSample, LinkState, Sample
+from drivers.serialio import read_available
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +61,6 @@ class GNSSSettings:
     read_timeout_s: float = 0.1
     backoff_min_s: float = 0.1
     backoff_max_s: float = 1.0  # short: fixes must resume within seconds of a replug
-
-
-READ_CHUNK = 4096  # bytes per read: ten 10 Hz epochs of a chatty receiver
 
 
 class GNSSStream:
@@ -291,14 +287,7 @@ class GNSSReceiver:
         port = self._port
         assert port is not None
         try:
-            fd = getattr(port, "fd", None)
-            if isinstance(fd, int):
-                data = self._read_fd(fd)
-            else:  # socket://, loop:// and other URL handlers
-                waiting = port.in_waiting
-                data = port.read(waiting if waiting > 0 else 1)
-                if waiting == 0 and data:
-                    data += port.read(port.in_waiting)
+            data = read_available(port, self.settings.read_timeout_s)
         except (serial.SerialException, OSError) as exc:
             # A pty whose master closed, or a USB adapter pulled out: pyserial reports
             # "device reports readiness to read but returned no data" or EIO.
@@ -310,24 +299,6 @@ class GNSSReceiver:
         if data:
             self._send(self._stream.feed(data, ts))
         self._send(self._stream.tick(ts))
-
-    def _read_fd(self, fd: int) -> bytes:
-        """What a serial device has for us, waiting at most the read timeout.
-
-        pyserial's ``read`` costs two selects and two ioctls per epoch; at 10 Hz that is most
-        of this thread's CPU, so a POSIX port is read directly: one select, one read.
-        """
-        ready, _, _ = select.select([fd], [], [], self.settings.read_timeout_s)
-        if not ready:
-            return b""
-        data = os.read(fd, READ_CHUNK)
-        if not data:
-            # What pyserial says too: a pty whose other end closed, a USB device pulled out.
-            raise serial.SerialException(
-                "device reports readiness to read but returned no data"
-                " (device disconnected or multiple access on port?)"
-            )
-        return data
 
     def _close(self) -> None:
         port, self._port = self._port, None

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import select
 import termios
 import threading
 import time
@@ -47,6 +46,7 @@ from drivers.samples import (
     Sample,
     VehicleInfo,
 )
+from drivers.serialio import read_available
 
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -255,7 +255,7 @@ class ELM327Channel:
             self._port.reset_input_buffer()
             self._port.write(command.encode("ascii") + b"\r")
             while (left := deadline - time.monotonic()) > 0:
-                chunk = self._read(min(left, READ_SLICE_S))
+                chunk = read_available(self._port, min(left, READ_SLICE_S))
                 if chunk:
                     buf += chunk
                     if b">" in buf:
@@ -271,23 +271,6 @@ class ELM327Channel:
             # raises termios.error, which is not.
             raise DeviceUnavailableError(f"adapter port failed: {exc}") from exc
         return buf.split(b">", 1)[0].decode("ascii", "replace")
-
-    def _read(self, wait_s: float) -> bytes:
-        """Bytes the adapter has sent, waiting up to ``wait_s`` for the first.
-
-        A POSIX port is read directly (one select, one read): pyserial's ``read`` costs two
-        selects and two ioctls per call, and each reply takes one or two calls.
-        """
-        fd = getattr(self._port, "fd", None)
-        if not isinstance(fd, int):  # socket:// and other URL handlers
-            return bytes(self._port.read(self._port.in_waiting or 1))
-        ready, _, _ = select.select([fd], [], [], wait_s)
-        if not ready:
-            return b""
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            raise DeviceUnavailableError("adapter port closed (readable but no data)")
-        return chunk
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
