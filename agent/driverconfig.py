@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from agent.config import GNSSSection, IgnitionSection, OBDSection
 
 if TYPE_CHECKING:
-    # Imported where used: python-obd (and pint behind it) costs startup time, and a van
+    # Imported where used: python-obd costs startup time and memory, and a van
     # without an adapter configured should not pay it.
     from drivers.gnss import GNSSSettings
     from drivers.gpio import GPIOSettings
