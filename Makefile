@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := mosquitto mosquitto-clients libsystemd-dev pkg-config nats-server gpsd-clients debootstrap dpkg-dev fakeroot systemd udev util-linux
+APT_PACKAGES := mosquitto mosquitto-clients libsystemd-dev pkg-config gcc python3-dev nats-server gpsd-clients debootstrap dpkg-dev fakeroot systemd udev util-linux
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 
