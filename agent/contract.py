@@ -17,7 +17,8 @@ from typing import Any
 
 from agent.encoder import ZLIB_COLUMNS, batch_records
 
-_PLAIN = frozenset({"state", "live", "pos", "engine", "health"})
+# ``check`` is the technician self-test's test publish: not a record, but on the device's tree.
+_PLAIN = frozenset({"state", "live", "pos", "engine", "health", "check"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,23 +67,36 @@ def _jsonschema() -> Any:
     return importlib.import_module("jsonschema")
 
 
+@cache
+def _validator(name: str) -> Any:
+    """One compiled validator per schema: tests check every message they observe, thousands in
+    a fault soak, and building a validator costs far more than using one."""
+    jsonschema = _jsonschema()
+    return jsonschema.Draft202012Validator(
+        load_schema(name), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
+
+
+@cache
+def _record_validator() -> Any:
+    schema = load_schema("pos")
+    record_schema = {**schema["$defs"]["record"], "$schema": schema["$schema"]}
+    return _jsonschema().Draft202012Validator(record_schema)
+
+
 def problems(topic: str, payload: Mapping[str, Any]) -> list[str]:
     """Everything wrong with ``payload`` on ``topic``; an empty list means it is valid.
 
     Beyond the schema: the payload's ``device_id`` must match the topic, an event's ``type``
     its topic level, and a compressed position batch must decode to valid records.
     """
-    jsonschema = _jsonschema()
     role = topic_role(topic)
     if role is None:
         return [f"{topic}: not a v1 topic"]
     try:
-        schema = load_schema(role.schema)
+        validator = _validator(role.schema)
     except FileNotFoundError:
         return [f"{topic}: no schema named {role.schema}"]
-    validator = jsonschema.Draft202012Validator(
-        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
-    )
     out = [
         f"{topic}: {'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}"
         for e in validator.iter_errors(payload)
@@ -92,20 +106,18 @@ def problems(topic: str, payload: Mapping[str, Any]) -> list[str]:
     if role.schema == "event" and payload.get("type") != role.name:
         out.append(f"{topic}: type {payload.get('type')!r} is not the topic's")
     if role.schema == "pos" and not out:
-        out.extend(_batch_problems(topic, payload, schema))
+        out.extend(_batch_problems(topic, payload))
     return out
 
 
-def _batch_problems(topic: str, payload: Mapping[str, Any], schema: dict[str, Any]) -> list[str]:
-    jsonschema = _jsonschema()
+def _batch_problems(topic: str, payload: Mapping[str, Any]) -> list[str]:
     try:
         records = batch_records(payload)
     except ValueError as exc:
         return [f"{topic}: {exc}"]
     out: list[str] = []
     if payload.get("encoding") == ZLIB_COLUMNS:
-        record_schema = {**schema["$defs"]["record"], "$schema": schema["$schema"]}
-        validator = jsonschema.Draft202012Validator(record_schema)
+        validator = _record_validator()
         for i, rec in enumerate(records):
             out += [f"{topic}: data[{i}]: {e.message}" for e in validator.iter_errors(rec)]
     seqs = [r.get("seq") for r in records]

@@ -12,6 +12,18 @@ from simulator.pty import PtyDevice
 from tests.listener import Listener
 
 
+@pytest.fixture(autouse=True)
+def listeners_are_contract_checked() -> Iterator[None]:
+    """Every listener the test opened and left open is closed here, which validates every message
+    it received against the MQTT contract (a violation fails the test at teardown).
+
+    Autouse fixtures are set up first, so this one is torn down after the test's own fixtures,
+    ``listener`` included (which closes, and so checks, its listener itself).
+    """
+    yield
+    Listener.close_all()
+
+
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     """A running mosquitto on a free loopback port; ``.stop()``/``.start()`` inject an outage."""
@@ -27,6 +39,7 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
 
 @pytest.fixture
 def listener(mosquitto: Mosquitto) -> Iterator[Listener]:
+    """A subscriber to everything on ``mosquitto``; closing it validates all it received."""
     sub = Listener(mosquitto.host, mosquitto.port, "#")
     try:
         yield sub
