@@ -14,12 +14,15 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from agent.contract import topic_role
+from agent.encoder import batch_records
 from simulator.broker import Mosquitto
 
 SCENARIO = os.environ.get("DEMO_SCENARIO", "urban_delivery")
@@ -70,46 +73,78 @@ interval_s = 60.0
     return cfg
 
 
-def describe(topic: str, payload: dict[str, Any]) -> str | None:
-    """One readable line for a published message, or None to leave it out."""
-    kind = topic.split("/", 3)[-1]
-    ts = str(payload.get("ts", ""))[11:19]
+def _clock(payload: Mapping[str, Any]) -> str:
+    """HH:MM:SS of the payload's ``ts`` (the device's idea of UTC), or blanks."""
+    ts = str(payload.get("ts", ""))
+    return ts[11:19] if len(ts) >= 19 else " " * 8
+
+
+def _where(rec: Mapping[str, Any]) -> str:
+    lat, lon = rec.get("lat"), rec.get("lon")
+    if not isinstance(lat, (int, float)) or not isinstance(lon, (int, float)):
+        return "(no position)"
+    speed = rec.get("speed_kmh")
+    return f"{lat:.5f},{lon:.5f}  {speed if isinstance(speed, (int, float)) else 0:.0f} km/h"
+
+
+def describe(topic: str, payload: Mapping[str, Any]) -> str:
+    """One readable line for a message seen on the broker: every v1 kind, and anything else."""
+    role = topic_role(topic)
+    kind = role.schema if role is not None else ""
+    ts = _clock(payload)
     if kind == "state":
         status = "ONLINE" if payload.get("online") else "OFFLINE"
+        parked = payload.get("parked")
+        ignition = "" if parked is None else "  parked" if parked else "  ignition on"
         vin = payload.get("vin") or "-"
-        return f"{ts}  state   {status}  v{payload.get('version')}  VIN {vin}"
+        return f"{ts}  state   {status}  v{payload.get('version')}  VIN {vin}{ignition}"
+    if kind == "live":
+        return f"{ts}  live    {_where(payload)}  seq {payload.get('seq')}"
     if kind == "pos":
-        recs = payload.get("records") or []
-        count = payload.get("count", len(recs))
-        last = recs[-1] if recs else {}
-        where = (
-            f"{last.get('lat', 0):.5f},{last.get('lon', 0):.5f} "
-            f"{last.get('speed_kmh', 0) or 0:.0f} km/h"
-            if last
-            else f"({payload.get('encoding', 'json')})"
-        )
+        try:
+            records = batch_records(payload)
+        except (ValueError, KeyError, TypeError):
+            records = []
+        last = f"last {_where(records[-1])}" if records else "(records unreadable)"
         hist = "  (history)" if payload.get("historical") else ""
+        zipped = "  zlib" if payload.get("encoding") else ""
         return (
-            f"{ts}  pos     {count:3d} records  seq {payload.get('seq')}-{payload.get('seq_last')}"
-            f"  last {where}{hist}"
+            f"{ts}  pos     {payload.get('count', len(records)):3d} records"
+            f"  seq {payload.get('seq')}-{payload.get('seq_last')}  {last}{zipped}{hist}"
         )
-    if kind.startswith("event/"):
+    if kind == "event":
         data = payload.get("data") or {}
         keys = ", ".join(f"{k}={v}" for k, v in list(data.items())[:4])
-        return f"{ts}  EVENT   {payload.get('type'):<16} seq {payload.get('seq')}  {keys}"
+        return f"{ts}  EVENT   {payload.get('type', '?'):<16} seq {payload.get('seq')}  {keys}"
     if kind == "health":
-        spool = payload.get("spool", {})
-        return f"{ts}  health  spool depth {spool.get('depth', '?')}  seq {payload.get('seq')}"
+        spool = payload.get("spool") or {}
+        mqtt_link = payload.get("mqtt") or {}
+        link = "up" if mqtt_link.get("connected") else "down" if mqtt_link else "?"
+        return (
+            f"{ts}  health  spool depth {spool.get('depth', '?')}  broker {link}"
+            f"  seq {payload.get('seq')}"
+        )
     if kind == "engine":
         return f"{ts}  engine  {json.dumps(payload.get('data', {}))[:90]}"
-    return None
+    if kind == "cmd_result":
+        name = role.name if role is not None else "?"
+        outcome = "ok" if payload.get("ok") else f"FAILED: {payload.get('error', '')}"[:80]
+        return f"{ts}  result  {name} (id {payload.get('id')})  {outcome}"
+    if kind.startswith("cmd_"):
+        name = role.name if role is not None else "?"
+        return f"{' ' * 8}  cmd     {name} (id {payload.get('id')})"
+    if kind == "check":
+        return f"{ts}  check   technician self-test publish"
+    return f"{' ' * 8}  other   {topic}: {json.dumps(payload)[:80]}"
 
 
 class LiveView:
+    """Prints one line per message on ``fleet/v1/#``; live positions at most every 5 s."""
+
     def __init__(self, port: int) -> None:
         self.count = 0
         self.positions = 0
-        self._last_live = 0.0
+        self._last_live = -1e9
         self._lock = threading.Lock()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="demo-viewer")
         self.client.on_connect = lambda c, *a: c.subscribe("fleet/v1/#", qos=1)
@@ -121,27 +156,22 @@ class LiveView:
         try:
             payload = json.loads(msg.payload)
         except ValueError:
-            print(f"          {msg.topic}: {len(msg.payload)} bytes (not JSON)")
+            payload = None
+        if not isinstance(payload, dict):
+            print(f"          {msg.topic}: {len(msg.payload)} bytes (not a JSON object)")
             return
         with self._lock:
             self.count += 1
             if msg.topic.endswith("/live"):
                 self.positions += 1
+                # At x10 a live position arrives every 0.1 s: show one every 5 s.
                 now = time.monotonic()
                 if now - self._last_live < 5.0:
                     return
                 self._last_live = now
-                line = (
-                    f"{str(payload.get('ts', ''))[11:19]}  live    "
-                    f"{payload.get('lat', 0):.5f},{payload.get('lon', 0):.5f}  "
-                    f"{payload.get('speed_kmh', 0) or 0:.0f} km/h"
-                )
-            else:
-                if msg.topic.endswith("/pos"):
-                    self.positions += int(payload.get("count", 0))
-                line = describe(msg.topic, payload) or ""
-            if line:
-                print(line, flush=True)
+            elif msg.topic.endswith("/pos"):
+                self.positions += int(payload.get("count", 0))
+            print(describe(msg.topic, payload), flush=True)
 
     def close(self) -> None:
         self.client.loop_stop()
@@ -178,7 +208,9 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_sigint)
     try:
         broker.start()
-        print(f"demo: mosquitto on 127.0.0.1:{broker.port} (pid {broker.proc and broker.proc.pid})")
+        # flush: the PIDs and paths must show at once also when stdout is a pipe (make demo | tee)
+        print(f"demo: mosquitto on 127.0.0.1:{broker.port} (pid {broker.proc and broker.proc.pid})",
+              flush=True)
         sim = subprocess.Popen(
             [_bin("telematics-sim"), "run", "--scenario", SCENARIO,
              "--time-scale", TIME_SCALE, "--dir", str(work / "van"), "--hold"],
@@ -191,19 +223,19 @@ def main() -> int:
             return 1
         devices = json.loads(first)
         print(f"demo: simulated van '{SCENARIO}' x{TIME_SCALE} (pid {sim.pid}): "
-              f"GNSS {devices['gnss']}, OBD {devices['obd']}")
+              f"GNSS {devices['gnss']}, OBD {devices['obd']}", flush=True)
         view = LiveView(broker.port)
         cfg = _agent_config(work, devices, broker.port)
         agent = subprocess.Popen([_bin("telematics-agent"), "run", "--config", str(cfg)])
-        print(f"demo: agent running (pid {agent.pid}), config {cfg}")
-        print(f"demo: live view of fleet/v1/# for {seconds:.0f} s (Ctrl-C to stop)\n")
+        print(f"demo: agent running (pid {agent.pid}), config {cfg}", flush=True)
+        print(f"demo: live view of fleet/v1/# for {seconds:.0f} s (Ctrl-C to stop)\n", flush=True)
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline and not interrupted:
             if agent.poll() is not None:
                 print(f"demo: the agent exited with status {agent.returncode}", file=sys.stderr)
                 return 1
             time.sleep(0.2)
-        print("\ndemo: stopping the agent (it flushes and says offline)")
+        print("\ndemo: stopping the agent (it flushes and says offline)", flush=True)
         _stop(agent, "agent")
         time.sleep(0.5)
         if view is not None:
@@ -215,7 +247,7 @@ def main() -> int:
             view.close()
         _stop(sim, "simulator")
         broker.stop()
-        print(f"demo: stopped everything it started; files left in {work}")
+        print(f"demo: stopped everything it started; files left in {work}", flush=True)
 
 
 if __name__ == "__main__":
