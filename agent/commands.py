@@ -288,7 +288,7 @@ class CommandProcessor:
         result: dict[str, Any] | None = None,
         error: str | None = None,
     ) -> None:
-        payload = self.encoder.envelope("cmd_result", self._clock())
+        payload = self.encoder.envelope("cmd_result", self._clock(), durable=False)
         payload.update(command=name, id=request_id, ok=error is None)
         if error is not None:
             payload["error"] = error[:1024]

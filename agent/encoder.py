@@ -85,13 +85,16 @@ class Encoder:
     _fields: dict[str, Any] = field(default_factory=dict)
     position_encoding: str = "json"
 
-    def envelope(self, kind: str, ts_mono: float) -> dict[str, Any]:
+    def envelope(self, kind: str, ts_mono: float, *, durable: bool = True) -> dict[str, Any]:
+        """The fields every payload carries. A durable record takes the next ``seq``; anything
+        else (a command result) carries the newest one handed out, which orders it among the
+        records without leaving a gap in them."""
         ts, source = self.timebase.utc(ts_mono)
         return {
             "schema": f"{kind}/{SCHEMA_VERSION}",
             "device_id": self.identity.device_id,
             "boot_id": self.identity.boot_id,
-            "seq": self.seq.take(),
+            "seq": self.seq.take() if durable else self.seq.last_value,
             "ts": iso(ts),
             "time_source": str(source),
         }

@@ -211,6 +211,15 @@ def test_each_command_answers_on_its_result_topic(rig: Any) -> None:
     assert _last(out)["ok"]
 
 
+def test_results_order_among_records_without_using_up_a_seq(rig: Any) -> None:
+    proc, _, out = rig
+    record_seq = proc.encoder.seq.take()  # a durable record made before the commands
+    for n in range(3):
+        proc.on_command("ping", f'{{"id": "p{n}"}}'.encode())
+        assert _last(out)["seq"] == record_seq
+    assert proc.encoder.seq.take() == record_seq + 1, "a result left a gap in the records' seq"
+
+
 def _change(member: bytes) -> bytes:
     return b'{"id": "s", "changes": {' + member + b"}}"
 
