@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import queue
+import secrets
 import shutil
 import socket
 import sqlite3
@@ -384,8 +385,93 @@ def probe_ignition(cfg: agent_config.Config, timeout_s: float) -> list[CheckResu
 # --- broker -----------------------------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class _RoundTrip:
+    """The broker's answers to the check's own subscribe, publish and echo (paho's thread)."""
+
+    topic: str
+    nonce: str
+    cond: threading.Condition = field(default_factory=threading.Condition)
+    granted: dict[int, Any] = field(default_factory=dict)  # SUBACK reason code by mid
+    acked: dict[int, Any] = field(default_factory=dict)  # PUBACK reason code by mid
+    echoed_at: float | None = None
+
+    def on_subscribe(self, c: Any, userdata: Any, mid: int, reasons: list[Any], props: Any) -> None:
+        with self.cond:
+            self.granted[mid] = reasons[0] if reasons else None
+            self.cond.notify_all()
+
+    def on_publish(self, c: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        with self.cond:
+            self.acked[mid] = reason
+            self.cond.notify_all()
+
+    def on_message(self, c: Any, userdata: Any, msg: Any) -> None:
+        if msg.topic != self.topic:
+            return
+        try:
+            nonce = json.loads(msg.payload).get("nonce")
+        except (ValueError, AttributeError):
+            return  # someone else's message on our check topic: not ours to judge
+        if nonce == self.nonce:
+            with self.cond:
+                self.echoed_at = time.monotonic()
+                self.cond.notify_all()
+
+    def wait(self, done: Callable[[], bool], deadline: float, closed: threading.Event) -> bool:
+        """Wait until ``done()``, the deadline, or the broker closing the connection."""
+        with self.cond:
+            while not done():
+                left = deadline - time.monotonic()
+                if left <= 0 or closed.is_set():
+                    return done()
+                # A short wait: a disconnect sets ``closed`` without notifying this condition.
+                self.cond.wait(min(left, 0.05))
+            return True
+
+
+def _certificate_cn(path: str) -> str:
+    """The certificate's common name, or "" when it cannot be read (only for a hint)."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    try:
+        cert = x509.load_pem_x509_certificate(Path(path).read_bytes())
+    except (OSError, ValueError):
+        return ""
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not names:
+        return ""
+    value = names[0].value
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
+
+
+def _broker_user(cfg: agent_config.Config) -> str:
+    """Who the broker's ACL sees: the username, else the client certificate's CN (mosquitto's
+    use_identity_as_username, as in config/mosquitto.example.conf)."""
+    m = cfg.mqtt
+    if m.username:
+        return f"user {m.username}"
+    if m.tls.cert_file:
+        cn = _certificate_cn(m.tls.cert_file)
+        return f"user {cn} (the client certificate's CN)" if cn else "the client certificate"
+    return "an anonymous client"
+
+
+def _acl_hint(cfg: agent_config.Config, topic: str, problem: str) -> str:
+    return (f"{problem}: the ACL denies {topic} for {_broker_user(cfg)}; let the device read and "
+            f"write it (mosquitto: `pattern readwrite {cfg.mqtt.prefix}/%u/check`, as in "
+            "config/mosquitto.acl.example; elsewhere the device's policy)")
+
+
 def probe_broker(cfg: agent_config.Config, timeout_s: float) -> list[CheckResult]:
-    """Resolve, connect (TLS, authentication), publish QoS 1 and wait for the PUBACK."""
+    """Resolve, connect (TLS, authentication), then a QoS 1 round trip on the check topic.
+
+    A PUBACK alone proves little: under MQTT 3.1.1 a broker cannot refuse a PUBLISH, so
+    mosquitto acknowledges one its ACL denies and drops it. The check therefore subscribes to
+    ``{prefix}/{device_id}/check`` and waits for its own message (a nonce) to come back, and
+    takes an MQTT 5 PUBACK or SUBACK reason code >= 0x80 as the refusal it is.
+    """
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
@@ -453,9 +539,14 @@ def probe_broker(cfg: agent_config.Config, timeout_s: float) -> list[CheckResult
         if level == mqtt.MQTT_LOG_ERR:
             socket_errors.append(message)
 
+    topic = f"{m.prefix}/{cfg.device.id}/check"
+    trip = _RoundTrip(topic=topic, nonce=secrets.token_hex(8))
     client.on_connect = on_connect
     client.on_disconnect = on_disconnect
     client.on_log = on_log
+    client.on_subscribe = trip.on_subscribe
+    client.on_publish = trip.on_publish
+    client.on_message = trip.on_message
     security = ", ".join(part for part in (
         "TLS" if tls else "plain MQTT, no TLS",
         "client certificate" if tls and m.tls.cert_file else "",
@@ -527,28 +618,87 @@ def probe_broker(cfg: agent_config.Config, timeout_s: float) -> list[CheckResult
                                 f"connected to {where} but no CONNACK within {timeout_s:.0f} s",
                                 "is this an MQTT port? a plain port reached with TLS (or the "
                                 "reverse) stays silent")]
-        topic = f"{m.prefix}/{cfg.device.id}/check"
-        payload = json.dumps({
-            "check": True, "device_id": cfg.device.id,
-            "ts": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        })
-        sent_at = time.monotonic()
-        info = client.publish(topic, payload, qos=1)
-        info.wait_for_publish(timeout=max(0.1, deadline - time.monotonic()))
-        if not info.is_published():
-            return [CheckResult(name, Status.FAIL,
-                                f"connected, but the test publish to {topic} was not acknowledged",
-                                f"the broker's ACL may forbid publishing to {topic}; "
-                                "check the device's policy on the broker")]
-        ack_ms = (time.monotonic() - sent_at) * 1000.0
-        return [CheckResult(name, Status.PASS,
-                            f"connected to {where} ({security}); test publish to {topic} "
-                            f"acknowledged in {ack_ms:.0f} ms")]
+        return [_round_trip(client, cfg, trip, deadline, finished, outcome,
+                            f"connected to {where} ({security})")]
     finally:
         try:
+            # The session is clean (3.1.1 clean session, MQTT 5 session expiry 0), so the
+            # broker forgets the subscription at DISCONNECT anyway; unsubscribing first also
+            # leaves nothing behind on a broker that keeps sessions regardless.
+            if connected.is_set() and not finished.is_set():
+                client.unsubscribe(topic)
             client.disconnect()
         finally:
             client.loop_stop()
+
+
+def _round_trip(
+    client: Any,
+    cfg: agent_config.Config,
+    trip: _RoundTrip,
+    deadline: float,
+    closed: threading.Event,
+    outcome: dict[str, Any],
+    connected_text: str,
+) -> CheckResult:
+    """Subscribe to the check topic, publish a nonce QoS 1 (not retained), wait for it back."""
+    name, topic = "broker", trip.topic
+
+    def gone(after: str) -> CheckResult:
+        return CheckResult(name, Status.FAIL,
+                           f"{connected_text}, but the broker closed the connection after {after} "
+                           f"({outcome.get('disconnect')})",
+                           _acl_hint(cfg, topic, "the broker closed the connection, as brokers "
+                                     "may do on a refused subscribe or publish"))
+
+    _, sub_mid = client.subscribe(topic, qos=1)
+    if not trip.wait(lambda: sub_mid in trip.granted, deadline, closed):
+        if closed.is_set():
+            return gone(f"the check subscribed to {topic}")
+        return CheckResult(name, Status.FAIL,
+                           f"{connected_text}, but no SUBACK for {topic} in time",
+                           "the broker or the link is very slow: check the signal; raise --timeout")
+    granted = trip.granted[sub_mid]
+    if granted is not None and granted.is_failure:
+        return CheckResult(name, Status.FAIL,
+                           f"{connected_text}, but the broker refused the subscription to "
+                           f"{topic}: {granted}",
+                           _acl_hint(cfg, topic, "the broker refused to let the device read"))
+
+    payload = json.dumps({
+        "check": True, "device_id": cfg.device.id, "nonce": trip.nonce,
+        "ts": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    })
+    sent_at = time.monotonic()
+    info = client.publish(topic, payload, qos=1, retain=False)
+    if not trip.wait(lambda: info.mid in trip.acked, deadline, closed):
+        if closed.is_set():
+            return gone(f"the test publish to {topic}")
+        return CheckResult(name, Status.FAIL,
+                           f"{connected_text}, but the test publish to {topic} was not "
+                           "acknowledged in time",
+                           "the broker or the link is very slow: check the signal; raise --timeout")
+    acked_ms = (time.monotonic() - sent_at) * 1000.0
+    reason = trip.acked[info.mid]
+    if reason is not None and reason.is_failure:
+        # MQTT 5 says why; 0x87 "Not authorized" is how mosquitto reports an ACL denial.
+        return CheckResult(name, Status.FAIL,
+                           f"{connected_text}, but the broker refused the test publish to "
+                           f"{topic}: {reason}",
+                           _acl_hint(cfg, topic, "the broker refused the publish")
+                           if reason.value == 0x87 else
+                           f"the broker's reason is {reason}: ask its administrator")
+    trip.wait(lambda: trip.echoed_at is not None, deadline, closed)
+    echoed_at = trip.echoed_at
+    if echoed_at is None:
+        return CheckResult(name, Status.FAIL,
+                           f"{connected_text}; the test publish to {topic} was acknowledged in "
+                           f"{acked_ms:.0f} ms but never delivered back",
+                           _acl_hint(cfg, topic, "the broker acknowledged but did not deliver"))
+    return CheckResult(name, Status.PASS,
+                       f"{connected_text}; test publish to {topic} acknowledged in "
+                       f"{acked_ms:.0f} ms, delivered back in "
+                       f"{(echoed_at - sent_at) * 1000.0:.0f} ms")
 
 
 def _auth_hint(cfg: agent_config.Config) -> str:

@@ -14,6 +14,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from agent.check import CheckResult, Status, exit_code, run_checks
 from simulator.broker import Mosquitto, free_port
 from tests.contract import validate_all
 from tests.delivery import Van, delivered, mqtt_settings, start_broker
@@ -270,3 +271,78 @@ def test_a_refused_publish_stays_in_the_spool_and_is_retried_later(
         assert van.publisher.alive
     finally:
         van.stop()
+
+
+# --- `telematics-agent check` through the shipped ACL -----------------------------------------
+
+WITHOUT_CHECK = ACL.read_text().replace("pattern readwrite fleet/v1/%u/check\n", "")
+WRITE_ONLY_CHECK = ACL.read_text().replace(
+    "pattern readwrite fleet/v1/%u/check\n", "pattern write fleet/v1/%u/check\n"
+)
+
+
+def check_config(fleet: Fleet, tmp_path: Path, protocol: str, cn: str = "van-1") -> Path:
+    """A van-1 configuration with only the broker to check (GNSS and OBD disabled)."""
+    cert = fleet.cert(cn)
+    path = tmp_path / "agent.toml"
+    path.write_text(
+        f'[device]\nid = "van-1"\n[agent]\nstate_dir = "{tmp_path}"\n'
+        "[gnss]\nenabled = false\n[obd]\nenabled = false\n"
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {fleet.broker.port}\nprotocol = "{protocol}"\n'
+        f'[mqtt.tls]\nca_file = "{fleet.ca.cert_path}"\ncert_file = "{cert.cert_path}"\n'
+        f'key_file = "{cert.key_path}"\n'
+    )
+    return path
+
+
+def broker_item(config: Path, timeout_s: float) -> tuple[int, CheckResult]:
+    results = run_checks(config, timeout_s)
+    return exit_code(results), next(r for r in results if r.name == "broker")
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_check_passes_through_the_shipped_acl(
+    fleet: Fleet, tmp_path: Path, protocol: str
+) -> None:
+    started = time.monotonic()
+    rc, item = broker_item(check_config(fleet, tmp_path, protocol), timeout_s=5.0)
+    assert item.status is Status.PASS, item
+    assert "fleet/v1/van-1/check acknowledged" in item.detail and "delivered back" in item.detail
+    assert rc == 0
+    assert time.monotonic() - started < 5.0
+
+
+@pytest.mark.parametrize("acl_text", [WITHOUT_CHECK, WRITE_ONLY_CHECK], ids=["denied", "write"])
+def test_check_over_311_fails_when_the_acl_drops_its_message(fleet: Fleet, tmp_path: Path) -> None:
+    # The false pass this replaces: mosquitto acknowledges the refused publish (or delivers
+    # nothing the device may not read), so only the missing echo shows the denial.
+    rc, item = broker_item(check_config(fleet, tmp_path, "3.1.1"), timeout_s=2.0)
+    assert rc == 1
+    assert item.status is Status.FAIL, item
+    assert "was acknowledged" in item.detail and "never delivered back" in item.detail, item
+    assert item.hint.startswith(
+        "the broker acknowledged but did not deliver: the ACL denies fleet/v1/van-1/check "
+        "for user van-1 (the client certificate's CN)"
+    ), item.hint
+    assert "pattern readwrite fleet/v1/%u/check" in item.hint
+
+
+@pytest.mark.parametrize("acl_text", [WITHOUT_CHECK])
+def test_check_over_mqtt5_reports_the_refused_publish(fleet: Fleet, tmp_path: Path) -> None:
+    started = time.monotonic()
+    rc, item = broker_item(check_config(fleet, tmp_path, "5"), timeout_s=5.0)
+    assert rc == 1
+    assert item.status is Status.FAIL, item
+    assert "refused the test publish to fleet/v1/van-1/check: Not authorized" in item.detail
+    assert "the ACL denies fleet/v1/van-1/check for user van-1" in item.hint, item.hint
+    # The PUBACK says so at once: no waiting out the budget for an echo.
+    assert time.monotonic() - started < 4.0
+
+
+def test_check_with_another_vans_certificate_names_the_identity_the_broker_sees(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    # Provisioned as van-1 with van-2's certificate: %u is van-2, so van-1's topics are denied.
+    rc, item = broker_item(check_config(fleet, tmp_path, "3.1.1", cn="van-2"), timeout_s=2.0)
+    assert rc == 1 and item.status is Status.FAIL, item
+    assert "for user van-2 (the client certificate's CN)" in item.hint, item.hint

@@ -172,11 +172,20 @@ def test_everything_passes_against_the_simulator_and_a_tls_broker(
         assert "ignition ON" in checks["ignition"]["detail"]
         assert "TLS, client certificate" in checks["broker"]["detail"]
         assert "acknowledged" in checks["broker"]["detail"]
+        assert "delivered back" in checks["broker"]["detail"]
         assert elapsed_s < 30.0
         deadline = time.monotonic() + 5.0
         while not listener.messages and time.monotonic() < deadline:
             time.sleep(0.05)
         assert listener.messages and listener.messages[0].json()["device_id"] == "van-0042"
+        assert listener.messages[0].json()["nonce"]  # what the check waited to see come back
+        # Nothing left retained: a subscriber arriving after the check gets no copy (mosquitto
+        # sends retained messages right after the SUBACK).
+        late = Listener(tls_broker.broker.host, tls_broker.broker.port, topic)
+        try:
+            assert not late.wait_for(bool, 1.0), late.messages
+        finally:
+            late.close()
     finally:
         listener.close()
 
