@@ -58,6 +58,20 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout
 
 
+def check_report(root: Path, *args: str) -> tuple[int, dict[str, dict[str, str]]]:
+    """``telematics-agent check --json`` in the root: exit status and the items by name."""
+    result = in_root(root, ["telematics-agent", "check", "--json", *args])
+    assert "Traceback" not in result.stderr, result.stderr
+    try:
+        report = json.loads(result.stdout)
+    except json.JSONDecodeError as exc:
+        raise AssertionError(
+            f"check --json printed no JSON ({exc}):\n{result.stdout}\n{result.stderr}"
+        ) from exc
+    assert report["ok"] is (result.returncode == 0), report
+    return result.returncode, {item["name"]: item for item in report["checks"]}
+
+
 @pytest.fixture(scope="module")
 def deb() -> Path:
     out = Path(tempfile.mkdtemp(prefix="telematics-deb-"))
@@ -108,18 +122,9 @@ def test_version_runs_from_the_bundled_virtualenv(bookworm: Path) -> None:
 
 
 def test_check_without_config_prints_a_failing_checklist(bookworm: Path) -> None:
-    result = in_root(bookworm, ["telematics-agent", "check", "--json"])
+    code, by_name = check_report(bookworm)
     # Exit 2: the configuration is missing (a fresh install before provisioning).
-    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr, result.stderr
-    try:
-        report = json.loads(result.stdout)
-    except json.JSONDecodeError as exc:
-        raise AssertionError(
-            f"check --json printed no JSON ({exc}):\n{result.stdout}\n{result.stderr}"
-        ) from exc
-    assert report["ok"] is False
-    by_name = {item["name"]: item for item in report["checks"]}
+    assert code == 2, by_name
     assert by_name["config"]["status"] == "fail"
     assert "/etc/telematics-agent/agent.toml" in by_name["config"]["detail"]
     assert by_name["config"]["hint"], "a technician needs to be told what to do"
@@ -179,7 +184,15 @@ def test_pi_gen_stage_installs_the_package_and_arms_first_boot(
 ) -> None:
     # pi-gen cannot run here (it builds a whole Raspberry Pi OS). Its sub-stage script can: with
     # ROOTFS_DIR and an on_chroot like pi-gen's (a shell in the chroot reading stdin), against
-    # the bookworm root, which the purge above left without the package.
+    # the bookworm root with the package purged first, as pi-gen's stage2 root has never seen it
+    # (whatever the tests before this one left). dpkg, not apt: apt cannot name a package from
+    # a local .deb once it is purged, while dpkg only warns that it is not installed.
+    ok(in_root(bookworm, ["dpkg", "--purge", "telematics-agent"], 120.0,
+               TELEMATICS_AGENT_PURGE_SPOOL="1"))  # fmt: skip
+    wants = bookworm / "etc/systemd/system/multi-user.target.wants"
+    assert not (bookworm / "opt/telematics-agent").exists()
+    assert not (wants / "telematics-agent.service").exists()
+    assert not (wants / "telematics-firstboot.service").exists()
     stage = tmp_path / "00-telematics"
     shutil.copytree(REPO / "image-build/pi-gen/stage-telematics/00-telematics", stage)
     shutil.copy(deb, stage / "files" / deb.name)
@@ -200,7 +213,6 @@ def test_pi_gen_stage_installs_the_package_and_arms_first_boot(
     )  # fmt: skip
     ok(result)
     ok(in_root(bookworm, ["telematics-agent", "--version"]))
-    wants = bookworm / "etc/systemd/system/multi-user.target.wants"
     assert (wants / "telematics-firstboot.service").is_symlink()
     assert (wants / "telematics-agent.service").is_symlink()
     readme = bookworm / "boot/firmware/telematics/README.txt"
@@ -242,3 +254,28 @@ def test_first_boot_in_the_installed_root_provisions_for_the_service_user(
     wants = bookworm / "etc/systemd/system/multi-user.target.wants"
     assert not (wants / "telematics-firstboot.service").exists(), "first boot must disable itself"
     assert (wants / "telematics-agent.service").is_symlink()
+
+    # The technician's next step: check. The configuration first boot wrote must pass; this
+    # root has no receiver, adapter or reachable broker (mqtt.fleet.example does not resolve),
+    # so those items fail, each with a hint, none with a crash.
+    code, checks = check_report(bookworm, "--timeout", "3")
+    assert code == 1, checks
+    assert checks["config"]["status"] == "pass", checks["config"]
+    assert "device van-7" in checks["config"]["detail"]
+    assert "/etc/telematics-agent/agent.toml" in checks["config"]["detail"]
+    assert list(checks) == [
+        "config", "gnss_port", "gnss_fix", "obd_adapter", "obd_vehicle", "ignition", "broker",
+        "spool", "clock",
+    ]
+    for name in ("gnss_port", "obd_adapter"):
+        assert checks[name]["status"] == "fail", checks[name]
+        assert "does not exist" in checks[name]["detail"], checks[name]
+    assert checks["broker"]["status"] == "fail", checks["broker"]
+    assert "mqtt.fleet.example" in checks["broker"]["detail"], checks["broker"]
+    assert checks["spool"]["status"] == "pass", checks["spool"]
+    for item in checks.values():
+        assert item["status"] in ("pass", "fail", "warn", "skip"), item
+        assert not item["detail"].startswith("the check itself failed"), item
+        assert "did not finish" not in item["detail"], item
+        if item["status"] in ("fail", "warn"):
+            assert item["hint"], f"{item['name']}: a failure needs a hint"
