@@ -146,6 +146,11 @@ def load_geofences(path: str | Path) -> GeofenceSet:
     return parse_geofences(doc, source=str(p))
 
 
+def configured_geofences(path: str) -> GeofenceSet:
+    """The geofences a ``detect.geofences_file`` value names; an empty value names none."""
+    return load_geofences(path) if path else GeofenceSet()
+
+
 def parse_geofences(doc: Any, *, source: str = "<geojson>") -> GeofenceSet:
     if not isinstance(doc, Mapping):
         raise GeofenceError(f"{source}: expected a GeoJSON object")

@@ -31,7 +31,7 @@ from agent.detectors import DetectorChain, build_detectors
 from agent.driverconfig import obd_settings
 from agent.encoder import Encoder, Identity, Message
 from agent.errors import AgentError, ConfigError
-from agent.geofence import GeofenceError, GeofenceSet
+from agent.geofence import GeofenceError, GeofenceSet, configured_geofences
 from agent.pipeline import PipelineCore
 from agent.reporter import PositionReporter
 from agent.sequence import SequenceCounter
@@ -95,7 +95,7 @@ class Replayer:
         cfg: Config,
         header: CaptureHeader,
         seq_path: Path,
-        geofences: GeofenceSet | None = None,
+        geofences: GeofenceSet,
     ) -> None:
         self.cfg = cfg
         self.stats = ReplayStats()
@@ -196,7 +196,13 @@ def replay_lines(
     source: str = "<capture>",
     geofences: GeofenceSet | None = None,
 ) -> Iterator[Message]:
-    """Every message of a capture given as lines of text; ``CaptureError`` for a bad header."""
+    """Every message of a capture given as lines of text; ``CaptureError`` for a bad header.
+
+    Geofences default to the file ``cfg.detect.geofences_file`` names (``GeofenceError`` if it
+    is bad), read here: replay is its own composition root.
+    """
+    if geofences is None:
+        geofences = configured_geofences(cfg.detect.geofences_file)
     it = iter(lines)
     first = next(it, None)
     if first is None:

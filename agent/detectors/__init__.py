@@ -8,7 +8,6 @@ replay gives the same events as the live daemon, and time running backwards or g
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 from typing import Protocol
 
@@ -25,10 +24,8 @@ from agent.detectors.stop import StopDetector
 from agent.detectors.supply import SupplyDetector
 from agent.detectors.trip import TripDetector
 from agent.events import Event, EventType
-from agent.geofence import GeofenceSet, load_geofences
+from agent.geofence import GeofenceSet
 from drivers.samples import Sample
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["DetectorChain", "build_detectors"]
 
@@ -154,10 +151,6 @@ def _compact(p: TracePoint, origin: float) -> dict[str, float | None]:
     }
 
 
-def build_detectors(cfg: Config, geofences: GeofenceSet | None = None) -> DetectorChain:
-    """Every detector for ``cfg``; geofences default to ``cfg.detect.geofences_file``."""
-    if geofences is None:
-        path = cfg.detect.geofences_file
-        geofences = load_geofences(path) if path else GeofenceSet()
-        logger.info("loaded %d geofences from %s", len(geofences.fences), path or "(none)")
+def build_detectors(cfg: Config, geofences: GeofenceSet) -> DetectorChain:
+    """Every detector for ``cfg``, with geofences the composition root has read and parsed."""
     return DetectorChain(cfg, geofences)

@@ -126,9 +126,9 @@ class HarshDetector:
         if self._fixes and fix.ts_mono <= self._fixes[-1].ts_mono:
             return []
         self._fixes.append(fix)
-        # Heading rate over at least one window, not between consecutive fixes: at 10 Hz a
-        # degree of course noise per epoch would read as a 0.17 rad/s yaw rate.
-        span = max(s.accel_window_s, 0.9)
+        # Heading rate over at least turn_min_span_s (and one acceleration window), not between
+        # consecutive fixes: at 10 Hz a degree of course noise per epoch reads as 0.17 rad/s.
+        span = max(s.accel_window_s, s.turn_min_span_s)
         while len(self._fixes) > 2 and fix.ts_mono - self._fixes[1].ts_mono >= span - 1e-6:
             self._fixes.popleft()
         prev = self._fixes[0]

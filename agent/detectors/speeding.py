@@ -13,8 +13,8 @@ class SpeedingDetector:
     """Above the limit for ``min_s`` is speeding (from its onset); below limit - hysteresis ends it.
 
     The limit is the lowest ``speed_limit_kmh`` of the geofences holding the van, else the global
-    one. Speed is the fused speed, so a parked van's GNSS jitter (ignition off, or OBD at zero)
-    never counts.
+    one. Speed is the fused speed, so a parked van's GNSS jitter never counts: ignition off or
+    OBD at zero outrank it, and GNSS alone counts only once the motion check confirms movement.
     """
 
     def __init__(self, settings: SpeedingDetectSection, fences: GeofenceSet) -> None:

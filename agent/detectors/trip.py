@@ -10,9 +10,6 @@ from agent.events import Event, EventType
 from agent.geofence import distance_m
 from drivers.samples import Sample
 
-# A trip needs its start speed for this long: one stray reading must not open a trip.
-START_CONFIRM_S = 2.0
-
 COUNTED = (
     EventType.HARSH_ACCEL,
     EventType.HARSH_BRAKE,
@@ -49,7 +46,7 @@ class _Trip:
 class TripDetector:
     """A trip starts with ignition on and movement; it ends after ignition off for a while.
 
-    Start: ignition on and (fused speed above ``start_speed_kmh`` for START_CONFIRM_S, or
+    Start: ignition on and (fused speed above ``start_speed_kmh`` for ``start_confirm_s``, or
     ``start_distance_m`` of gated displacement since ignition on); the event time is the onset of
     that movement. End: ignition off for ``end_ignition_off_s`` within a standstill of at least
     ``min_stop_s``; the event time is the ignition off. Shorter offs (a stall) and shorter stops
@@ -116,7 +113,8 @@ class TripDetector:
         if speed is not None and speed > self._s.start_speed_kmh:
             if self._moving_since is None:
                 self._moving_since = ts
-            start = self._moving_since if ts - self._moving_since >= START_CONFIRM_S else None
+            held = ts - self._moving_since >= self._s.start_confirm_s
+            start = self._moving_since if held else None
         else:
             self._moving_since = None
             start = None
