@@ -138,9 +138,14 @@ class OBDSection:
         0.85, "volumetric efficiency, for speed-density fuel rate", min=0.1, max=1.5
     )
     fast_hz: float = _opt(2.0, "poll rate of speed and RPM", min=0.01, max=20.0)
-    medium_hz: float = _opt(1.0, "poll rate of fuel rate, MAF, MAP, load", min=0.01, max=20.0)
+    medium_hz: float = _opt(
+        1.0, "poll rate of fuel rate, MAF, MAP, load, intake temperature", min=0.01, max=20.0
+    )
     slow_interval_s: float = _opt(
-        10.0, "interval of fuel level, coolant, intake, runtime, odometer", min=0.5, max=3600.0
+        10.0,
+        "interval of fuel level, coolant, runtime, distance since codes cleared, odometer",
+        min=0.5,
+        max=3600.0,
     )
     dtc_interval_s: float = _opt(300.0, "interval of trouble-code reads", min=5.0, max=86400.0)
     voltage_interval_s: float = _opt(30.0, "interval of ATRV reads", min=1.0, max=3600.0)
@@ -252,6 +257,77 @@ class MotionDetectSection:
         min=0.5,
         max=600.0,
     )
+    gnss_speed_max_age_s: float = _opt(
+        2.5,
+        "GNSS speed older than this is stale: without fresh OBD speed, no speed is known",
+        min=0.1,
+        max=60.0,
+    )
+    rpm_max_age_s: float = _opt(
+        5.0,
+        "RPM older than this no longer says whether the engine runs (the ignition decides)",
+        min=0.1,
+        max=600.0,
+    )
+    jump_speed_factor: float = _opt(
+        1.5,
+        "jump gate while moving: a fix may be up to speed*dt times this plus max_jump_m away",
+        min=1.0,
+        max=10.0,
+    )
+    reanchor_rejects: int = _opt(
+        5,
+        "while moving, this many rejected fixes in a row re-anchor the position on the newest"
+        " (and end confirmed GNSS-only movement)",
+        min=1,
+        max=1000,
+    )
+    reanchor_gap_s: float = _opt(
+        10.0,
+        "while moving, a fix this long after the last accepted one re-anchors the position;"
+        " without any speed this long, a standstill's place is given up",
+        min=0.5,
+        max=3600.0,
+    )
+    gnss_confirm_s: float = _opt(
+        3.0,
+        "without OBD speed, GNSS movement counts only after fixes agreeing with their Doppler"
+        " speed and course, all above stationary_gnss_kmh, span this long",
+        min=0.0,
+        max=60.0,
+    )
+    gnss_confirm_m: float = _opt(
+        10.0,
+        "... and cover at least this distance (twice gnss_tolerance_m: more than noise)",
+        min=0.0,
+        max=1000.0,
+    )
+    gnss_tolerance_m: float = _opt(
+        5.0,
+        "displacement between fixes must match the distance their Doppler speeds integrate to"
+        " (and, over the confirmation, dead reckoning) within this plus gnss_tolerance_pct",
+        min=0.1,
+        max=1000.0,
+    )
+    gnss_tolerance_pct: float = _opt(
+        30.0,
+        "... plus this share of the integrated distance (chords of curves, speed noise)",
+        min=0.0,
+        max=100.0,
+    )
+    gnss_course_tolerance_deg: float = _opt(
+        45.0,
+        "the GNSS course may turn at most this much from one fix to the next, and a step longer"
+        " than the noise must point within this of it",
+        min=1.0,
+        max=180.0,
+    )
+    max_accel_mps2: float = _opt(
+        10.0,
+        "no van changes speed faster than this (1 g): GNSS speed changes beyond it are multipath",
+        min=1.0,
+        max=100.0,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +363,12 @@ class TripDetectSection:
         f"a trip ends only within a standstill this long; shorter stops do not split ({_TABLE})",
         min=0.0,
         max=86400.0,
+    )
+    start_confirm_s: float = _opt(
+        2.0,
+        "the start speed must hold this long: one stray reading must not open a trip",
+        min=0.0,
+        max=600.0,
     )
 
 
@@ -332,6 +414,13 @@ class HarshDetectSection:
         min=0.05,
         max=10.0,
     )
+    turn_min_span_s: float = _opt(
+        0.9,
+        "heading rate is measured over fixes at least this far apart (and accel_window_s):"
+        " at 10 Hz a degree of course noise per epoch would read as a 0.17 rad/s yaw rate",
+        min=0.05,
+        max=10.0,
+    )
     evidence_before_s: float = _opt(
         5.0, "evidence window before a driving event", min=0.0, max=60.0
     )
@@ -355,6 +444,13 @@ class SpeedingDetectSection:
 class GeofenceDetectSection:
     confirm_fixes: int = _opt(
         3, f"consecutive fixes on the other side to enter/exit ({_TABLE})", min=1, max=100
+    )
+    confirm_s: float = _opt(
+        2.0,
+        "... spanning at least this long (3 fixes at 1 Hz span 2 s; at 10 Hz 3 fixes are 0.2 s"
+        " of receiver noise)",
+        min=0.0,
+        max=600.0,
     )
     max_segment_s: float = _opt(
         5.0,
@@ -480,6 +576,16 @@ def loads(text: str, *, source: str = "<config>") -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    except ValueError as exc:
+        # tomllib hands decimal integers to int(), which refuses more than 4300 digits
+        # (CVE-2020-10735) with a plain ValueError rather than a TOMLDecodeError. Its advice
+        # after the colon (sys.set_int_max_str_digits) means nothing to a technician.
+        reason = str(exc).split(":", 1)[0]
+        raise ConfigError(f"{source}: not valid TOML: {reason}") from None
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively: "a = [[[[..." a thousand
+        # deep exhausts the stack.
+        raise ConfigError(f"{source}: not valid TOML: arrays or tables nested too deeply") from None
     cfg = from_dict(data, source=source)
     if not cfg.device.id:
         raise ConfigError(f"{source}: key 'device.id': required, a device id such as 'van-0042'")
@@ -543,6 +649,10 @@ def describe(cls: type[Any] = Config, prefix: str = "") -> list[tuple[str, Any, 
 
 
 _TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+# TOML integers are 64-bit ("an integer that cannot be represented losslessly must be an
+# error"); tomllib does not check, and a 5000-digit hex literal would overflow float() and
+# could not even be printed in the error message (int-to-str is capped at 4300 digits).
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def _build(cls: type[T], data: Any, source: str, prefix: str) -> T:
@@ -589,6 +699,8 @@ def _check(value: Any, tp: Any, meta: Mapping[str, Any], source: str, key: str) 
     )
     if not ok:
         raise ConfigError(f"{source}: key {key!r}: expected {expected}, got {_kind(value)}")
+    if tp in (int, float) and isinstance(value, int) and not _INT64_MIN <= value <= _INT64_MAX:
+        raise ConfigError(f"{source}: key {key!r}: expected {expected}, got {_kind(value)}")
     if tp is float:
         value = float(value)
         if value != value or value in (float("inf"), float("-inf")):
@@ -614,6 +726,8 @@ def _kind(value: Any) -> str:
     if isinstance(value, bool):
         return f"a boolean ({str(value).lower()})"
     if isinstance(value, int):
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            return "an integer beyond 64 bits"
         return f"an integer ({value})"
     if isinstance(value, float):
         return f"a number ({value})"
