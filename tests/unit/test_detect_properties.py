@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
+import random
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -25,7 +27,7 @@ from drivers.samples import (
     OBDReading,
     Sample,
 )
-from tests.unit.test_detect_drive import M_PER_DEG, Drive, config, run
+from tests.unit.test_detect_drive import M_PER_DEG, Drive, config, of, run
 
 LAT0, LON0 = 52.5, 13.4
 # A fence whose edge runs through the parking spot, with a walking-pace limit: jitter that
@@ -56,22 +58,37 @@ jump = st.tuples(
     st.floats(-80, 80),  # metres east
     st.floats(0, 4.0),  # Doppler speed, m/s: multipath corrupts it too
     st.floats(0, 359.9),  # course
-    st.floats(0.5, 4.0),  # HDOP
+    st.floats(0.5, 4.0),  # HDOP: multipath can look like a good fix
 )
 
 
 def _parked_samples(
-    ignition_on: bool, jumps: list[tuple[float, float, float, float, float]]
+    ignition: bool | None,
+    jumps: list[tuple[float, float, float, float, float]],
+    *,
+    obd: bool = True,
+    gnss_hz: float = 1.0,
 ) -> list[Sample]:
-    samples: list[Sample] = [IgnitionSample(0.0, ignition_on)]
+    """A parked van: GPIO ignition on, off or absent; an OBD adapter or none; GNSS noise.
+
+    With the ignition on the ECU reports speed 0 and idle RPM; without any ignition signal it
+    reports speed 0 only (so nothing infers the ignition); with the ignition off only the
+    adapter's battery voltage answers.
+    """
+    samples: list[Sample] = [] if ignition is None else [IgnitionSample(0.0, ignition)]
     for k, (dn, de, v, course, hdop) in enumerate(jumps):
-        t = float(k)
-        if ignition_on:
-            samples.append(OBDReading(t, speed_kmh=0.0, rpm=780.0, fuel_rate_lph=0.9))
-            samples.append(OBDReading(t + 0.5, speed_kmh=0.0, rpm=780.0))
+        t = k / gnss_hz
+        if obd and k % round(gnss_hz) == 0:
+            if ignition is False:
+                if k % round(30 * gnss_hz) == 0:
+                    samples.append(OBDReading(t, voltage_v=12.4))
+            else:
+                rpm = 780.0 if ignition else None
+                samples.append(OBDReading(t, speed_kmh=0.0, rpm=rpm, fuel_rate_lph=0.9))
+                samples.append(OBDReading(t + 0.5, speed_kmh=0.0, rpm=rpm))
         samples.append(
             GNSSFix(
-                t + 0.2,
+                t + 0.2 / gnss_hz,
                 dt.datetime(2026, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=t),
                 LAT0 + dn / M_PER_DEG,
                 LON0 + de / (M_PER_DEG * math.cos(math.radians(LAT0))),
@@ -84,15 +101,25 @@ def _parked_samples(
                 hdop,
             )
         )
+    samples.sort(key=lambda s: s.ts_mono)
     return samples
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(ignition_on=st.booleans(), jumps=st.lists(jump, min_size=20, max_size=400))
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    ignition=st.sampled_from([True, False, None]),
+    obd=st.booleans(),
+    gnss_hz=st.sampled_from([1.0, 10.0]),
+    jumps=st.lists(jump, min_size=20, max_size=400),
+)
 def test_a_parked_van_under_gnss_noise_makes_no_driving_events(
-    ignition_on: bool, jumps: list[tuple[float, float, float, float, float]]
+    ignition: bool | None,
+    obd: bool,
+    gnss_hz: float,
+    jumps: list[tuple[float, float, float, float, float]],
 ) -> None:
-    events = run(_parked_samples(ignition_on, jumps), fences=FENCES)
+    # Without OBD speed nothing but the fixes themselves can tell this noise from driving.
+    events = run(_parked_samples(ignition, jumps, obd=obd, gnss_hz=gnss_hz), fences=FENCES)
     bad = [
         e
         for e in events
@@ -100,6 +127,34 @@ def test_a_parked_van_under_gnss_noise_makes_no_driving_events(
         and not (e.type == EventType.GEOFENCE_ENTER and e.data.get("initial"))
     ]
     assert not bad
+
+
+@pytest.mark.parametrize("obd", [False, True])
+@pytest.mark.parametrize("ignition", [True, None])
+def test_parked_noise_is_ignored_but_a_real_gnss_only_drive_is_not(
+    ignition: bool | None, obd: bool
+) -> None:
+    # The same van parked under that noise for 5 minutes, then driven off with GNSS alone (the
+    # adapter unplugged, or none): the noise makes nothing, the drive is seen at once.
+    rng = random.Random(6)
+    noise = [
+        (rng.uniform(-80, 80), rng.uniform(-80, 80), rng.uniform(0, 4), rng.uniform(0, 360), 1.2)
+        for _ in range(300)
+    ]
+    t0 = 300.0
+    drive = Drive(obd=False, lat0=LAT0, lon0=LON0).to_speed(40).cruise(60)
+    driven = [dataclasses.replace(s, ts_mono=s.ts_mono + t0) for s in drive.samples()]
+    samples = _parked_samples(ignition, noise, obd=obd)
+    samples += [s for s in driven if isinstance(s, GNSSFix)]
+    events = run(samples, config(speeding={"limit_kmh": 30.0}))
+    assert not [e for e in events if e.type in DRIVING_OR_MOVING and e.ts_mono < t0]
+    # 30 km/h is passed 6.9 s after the start; GNSS movement is confirmed after 3 s and 10 m.
+    (speeding,) = of(events, EventType.SPEEDING_START)
+    assert t0 + 6.0 <= speeding.ts_mono <= t0 + 8.0
+    assert len(of(events, EventType.TRIP_START)) == int(ignition is True)
+    if ignition:
+        (start,) = of(events, EventType.TRIP_START)
+        assert t0 < start.ts_mono < t0 + 6.0
 
 
 # Stationary blocks sit well away from the 120 s idle, 180 s stop and 300 s trip-split limits.

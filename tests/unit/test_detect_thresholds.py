@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 
 import pytest
 
 from agent.detectors import build_detectors
 from agent.events import EventType
-from agent.geofence import parse_geofences
+from agent.geofence import GeofenceSet, parse_geofences
 from drivers.samples import (
     DTCSample,
     FixMode,
@@ -74,9 +75,34 @@ def test_harsh_brake_min_speed(speed: float, fires: bool) -> None:
     assert len(of(run(d.samples(), cfg), EventType.HARSH_BRAKE)) == (1 if fires else 0)
 
 
-def _turning(speed_kmh: float, lateral_mps2: float, hdop: float = 0.9) -> Drive:
-    import math
+@pytest.mark.parametrize(("speed", "fires"), [(25.0, False), (29.0, True)])
+def test_harsh_accel_min_speed(speed: float, fires: bool) -> None:
+    # "At >= 30 km/h": at the end of the first estimate window, 0.3 s into a 3.5 m/s^2 push
+    # (+1.1 km/h), plus the window's own lag: from 25 km/h it is 28.6, from 29 km/h 31.5.
+    cfg = config(harsh={"min_speed_kmh": 30.0, "accel_window_s": 0.3})
+    d = _cruising(speed, **FINE).accel(1.0, 3.5).cruise(10)
+    assert len(of(run(d.samples(), cfg), EventType.HARSH_ACCEL)) == int(fires)
 
+
+@pytest.mark.parametrize(
+    ("peak", "severity"), [(3.45, 1), (3.55, 2), (4.45, 2), (4.55, 3), (6.0, 3)]
+)
+def test_harsh_accel_severity_bands(peak: float, severity: int) -> None:
+    # One band per m/s^2 above the 2.5 m/s^2 threshold: 2.5 / 3.5 / 4.5.
+    d = _cruising(30, **FINE).accel(1.5, peak).cruise(10)
+    (e,) = of(run(d.samples(), config(harsh={"accel_window_s": 0.3})), EventType.HARSH_ACCEL)
+    assert e.data["peak_mps2"] == pytest.approx(peak, abs=0.02)
+    assert e.data["severity"] == severity
+
+
+@pytest.mark.parametrize(("peak", "severity"), [(-3.95, 1), (-4.05, 2), (-4.95, 2), (-5.05, 3)])
+def test_harsh_brake_severity_band_edges(peak: float, severity: int) -> None:
+    d = _cruising(80, **FINE).accel(1.5, peak).cruise(10)
+    (e,) = of(run(d.samples(), config(harsh={"accel_window_s": 0.3})), EventType.HARSH_BRAKE)
+    assert e.data["severity"] == severity
+
+
+def _turning(speed_kmh: float, lateral_mps2: float, hdop: float = 0.9) -> Drive:
     yaw_dps = math.degrees(lateral_mps2 / (speed_kmh / 3.6))
     return _cruising(speed_kmh, hdop=hdop).turn(4.0, yaw_dps).cruise(10)
 
@@ -85,6 +111,33 @@ def _turning(speed_kmh: float, lateral_mps2: float, hdop: float = 0.9) -> Drive:
 def test_harsh_turn_threshold(lateral: float, fires: bool) -> None:
     events = of(run(_turning(50, lateral).samples()), EventType.HARSH_TURN)
     assert len(events) == (1 if fires else 0)
+
+
+@pytest.mark.parametrize(
+    ("lateral", "severity"), [(3.95, 1), (4.05, 2), (4.95, 2), (5.05, 3), (7.0, 3)]
+)
+def test_harsh_turn_severity_bands(lateral: float, severity: int) -> None:
+    # Same spacing as acceleration: 3 / 4 / 5 m/s^2.
+    (e,) = of(run(_turning(50, lateral).samples()), EventType.HARSH_TURN)
+    assert e.data["peak_mps2"] == pytest.approx(lateral, abs=0.02)
+    assert e.data["severity"] == severity
+
+
+@pytest.mark.parametrize(("span_s", "fires"), [(0.1, True), (0.2, False)])
+def test_heading_rate_span_averages_course_noise(span_s: float, fires: bool) -> None:
+    # Straight at 50 km/h with 10 Hz fixes whose course alternates +-1 degree: over one epoch
+    # that reads as 4.8 m/s^2 of lateral acceleration, over two epochs as none.
+    cfg = config(harsh={"turn_min_span_s": span_s, "accel_window_s": 0.05})
+    d = _cruising(50, gnss_hz=10.0)
+    noisy_from = d.now
+    d.cruise(3).cruise(10)
+    samples = [
+        dataclasses.replace(s, course_deg=90.0 + (1.0 if round(s.ts_mono * 10) % 2 else -1.0))
+        if isinstance(s, GNSSFix) and noisy_from <= s.ts_mono < noisy_from + 3.0
+        else s
+        for s in d.samples()
+    ]
+    assert bool(of(run(samples, cfg), EventType.HARSH_TURN)) == fires
 
 
 @pytest.mark.parametrize(("speed", "fires"), [(28.0, False), (32.0, True)])
@@ -312,6 +365,28 @@ def test_geofence_needs_consecutive_fixes(inside_fixes: int, fires: bool) -> Non
     assert len(of(found, EventType.GEOFENCE_ENTER)) == int(fires)
 
 
+@pytest.mark.parametrize(("inside_fixes", "fires"), [(20, False), (22, True)])
+def test_geofence_fixes_must_span_confirm_s(inside_fixes: int, fires: bool) -> None:
+    # At 10 Hz three fixes are 0.2 s of receiver noise: the side changes only when the fixes
+    # on it span 2 s (1.9 s or 2.1 s here), as three fixes do at 1 Hz.
+    fences = parse_geofences(
+        {
+            "type": "Feature",
+            "properties": {"id": "depot", "radius_m": 50},
+            "geometry": {"type": "Point", "coordinates": [13.41, 52.5]},
+        }
+    )
+    chain = build_detectors(config(), fences)
+    metres = 111_195 * math.cos(math.radians(52.5))
+    lon_out, lon_in = 13.41 - 60 / metres, 13.41 - 40 / metres
+    found = chain.feed(IgnitionSample(0.0, True))
+    for k, lon in enumerate([lon_out] * 30 + [lon_in] * inside_fixes + [lon_out] * 30):
+        t = k / 10
+        found += chain.feed(OBDReading(t, speed_kmh=50.0, rpm=1500.0))
+        found += chain.feed(_fix(t, lon=lon))
+    assert len(of(found, EventType.GEOFENCE_ENTER)) == int(fires)
+
+
 def test_geofence_enter_and_exit_with_interpolated_times() -> None:
     fences = parse_geofences(
         {
@@ -367,6 +442,41 @@ def test_geofence_pass_through_between_two_fixes() -> None:
     assert enter.data["pass_through"] is True
 
 
+@pytest.mark.parametrize(("between", "events"), [(14.5, 1), (15.5, 2)])
+def test_low_fuel_rearms_at_low_fuel_rearm_pct(between: float, events: int) -> None:
+    levels = [9.0, 9.0, 9.0, between, 9.0, 9.0, 9.0]
+    samples = [OBDReading(k * 20.0, fuel_level_pct=v) for k, v in enumerate(levels)]
+    assert len(of(run(samples), EventType.LOW_FUEL)) == events
+
+
+@pytest.mark.parametrize(("between", "events"), [(12.55, 1), (12.65, 2)])
+def test_low_battery_rearms_above_low_battery_rearm_v(between: float, events: int) -> None:
+    samples: list[Sample] = [IgnitionSample(0.0, False)]
+    volts = [12.2] * 20 + [between] + [12.2] * 20  # 10 s apart: 190 s low, a reading, 190 s
+    samples += [OBDReading(k * 10.0, voltage_v=v) for k, v in enumerate(volts)]
+    assert len(of(run(samples), EventType.LOW_BATTERY)) == events
+
+
+@pytest.mark.parametrize(("max_segment_s", "joined"), [(0.9, False), (1.1, True)])
+def test_geofence_segments_join_fixes_up_to_max_segment_s(
+    max_segment_s: float, joined: bool
+) -> None:
+    # A 20 m circle between two 1 Hz fixes 25 m apart: seen only on the segment.
+    d = _cruising(90).cruise(30)
+    fixes = [s for s in d.samples() if isinstance(s, GNSSFix)]
+    a, b = fixes[-10], fixes[-9]
+    fences = parse_geofences(
+        {
+            "type": "Feature",
+            "properties": {"id": "gate", "radius_m": 10},
+            "geometry": {"type": "Point", "coordinates": [(a.lon + b.lon) / 2, 52.5]},
+        }
+    )
+    cfg = config(geofence={"max_segment_s": max_segment_s})
+    events = run(d.samples(), cfg, fences=fences)
+    assert len(of(events, EventType.GEOFENCE_ENTER, EventType.GEOFENCE_EXIT)) == 2 * int(joined)
+
+
 @pytest.mark.parametrize(
     ("volts", "hold_s", "on"), [(13.1, 10.0, False), (13.3, 2.5, False), (13.3, 3.5, True)]
 )
@@ -410,7 +520,7 @@ def test_gnss_speed_needs_a_good_enough_fix(hdop: float, trips: bool) -> None:
 
 @pytest.mark.parametrize(("age_s", "source"), [(2.0, "obd"), (3.0, "gnss")])
 def test_stale_obd_speed_falls_back_to_gnss(age_s: float, source: str) -> None:
-    chain = build_detectors(config())
+    chain = build_detectors(config(), GeofenceSet())
     chain.feed(IgnitionSample(0.0, True))
     chain.feed(OBDReading(1.0, speed_kmh=40.0, rpm=1500.0))
     chain.feed(dataclasses.replace(_fix(1.0 + age_s), speed_mps=5.0))
@@ -419,7 +529,7 @@ def test_stale_obd_speed_falls_back_to_gnss(age_s: float, source: str) -> None:
 
 @pytest.mark.parametrize(("jump_m", "accepted"), [(25.0, True), (40.0, False)])
 def test_multipath_jump_gate(jump_m: float, accepted: bool) -> None:
-    chain = build_detectors(config())
+    chain = build_detectors(config(), GeofenceSet())
     chain.feed(IgnitionSample(0.0, False))
     chain.feed(_fix(1.0))
     jumped = _fix(2.0, lat=52.5 + jump_m / 111_195)
