@@ -11,7 +11,9 @@ Engine physics (a 2.0 L turbodiesel panel van, 2.6 t loaded):
 - friction power 2.7 kW x rpm / 800; fuel = 0.27 L per indicated kWh (about 225 g/kWh), which
   gives 1.0 L/h at a warm idle (1.14 L/h at the 950 rpm cold idle);
 - MAF by speed-density (2.0 L, volumetric efficiency 0.9, MAP from a boost map), raised where
-  needed so the air-fuel ratio never drops below 17 (the smoke limiter); lean at idle (AFR ~60).
+  needed so the air-fuel ratio never drops below 17 (the smoke limiter); lean at idle (AFR ~60);
+- throttle position from the driver's power demand, oil temperature lagging the coolant, and the
+  distance since the trouble codes were last cleared (a scenario's ``clear = "all"``).
 """
 
 from __future__ import annotations
@@ -45,6 +47,15 @@ BARO_KPA = 101.3
 WARM_IDLE_RPM = 800.0
 COLD_IDLE_RPM = 950.0
 COOLANT_TARGET_C = 88.0
+# Oil runs a few degrees above the coolant, more under load, and follows it more slowly (its
+# time constant is OIL_LAG times the coolant's: warm after 15-20 minutes, not 5-10).
+OIL_ABOVE_COOLANT_C = 3.0
+OIL_LOAD_RISE_C = 10.0
+OIL_LAG = 1.5
+# An absolute throttle position sensor reads about 15 % with the pedal up and about 90 % wide
+# open; on this diesel it follows the pedal, i.e. the power the driver asks for.
+THROTTLE_CLOSED_PCT = 15.0
+THROTTLE_OPEN_PCT = 90.0
 # Upshift speeds (km/h) and engine rpm per km/h in each gear of a six-speed manual van.
 GEAR_UPSHIFT_KMH = (0.0, 16.0, 30.0, 48.0, 66.0, 86.0)
 GEAR_RPM_PER_KMH = (105.0, 60.0, 40.0, 30.0, 24.5, 20.5)
@@ -246,6 +257,7 @@ class EngineOutput:
     map_kpa: float
     intake_c: float
     fuel_rate_lph: float
+    throttle_pct: float
 
 
 def gear_for(speed_kmh: float) -> int:
@@ -258,7 +270,7 @@ def engine_output(
 ) -> EngineOutput:
     """Engine operating point for the van's motion (pure physics, no state)."""
     if not running:
-        return EngineOutput(0.0, 0.0, 0.0, BARO_KPA, ambient_c, 0.0)
+        return EngineOutput(0.0, 0.0, 0.0, BARO_KPA, ambient_c, 0.0, THROTTLE_CLOSED_PCT)
     speed_kmh = speed_mps * 3.6
     idle = COLD_IDLE_RPM if coolant_c < 40.0 else WARM_IDLE_RPM
     rpm = max(idle, speed_kmh * GEAR_RPM_PER_KMH[gear_for(speed_kmh) - 1])
@@ -270,7 +282,12 @@ def engine_output(
     # Torque curve: 340 N m flat above 1500 rpm, ramping up from 55 % at idle.
     torque_nm = 340.0 * min(1.0, 0.55 + 0.45 * max(rpm - 800.0, 0.0) / 700.0)
     max_kw = torque_nm * rpm * 2 * math.pi / 60 / 1000
-    brake_kw = min(max(wheel_w / 1000 / DRIVETRAIN_EFFICIENCY, 0.0) + ACCESSORY_KW, max_kw)
+    demand_kw = max(wheel_w / 1000 / DRIVETRAIN_EFFICIENCY, 0.0)
+    brake_kw = min(demand_kw + ACCESSORY_KW, max_kw)
+    # Pedal up when coasting or braking (accessories run on the idle governor), else the share of
+    # the power available at this speed that the road asks for.
+    pedal = min(demand_kw / max_kw, 1.0)
+    throttle_pct = THROTTLE_CLOSED_PCT + (THROTTLE_OPEN_PCT - THROTTLE_CLOSED_PCT) * pedal
     friction_kw = 2.7 * rpm / WARM_IDLE_RPM
     fuel_lph = FUEL_L_PER_KWH * (brake_kw + friction_kw)
     load_pct = min(100.0, 100.0 * (brake_kw + 2.0) / max_kw)
@@ -284,7 +301,7 @@ def engine_output(
         # Smoke limiter: the turbo (in this model) supplies the air the fuel needs.
         map_kpa *= MIN_AFR * fuel_gps / maf_gps
         maf_gps = MIN_AFR * fuel_gps
-    return EngineOutput(rpm, load_pct, maf_gps, map_kpa, intake_c, fuel_lph)
+    return EngineOutput(rpm, load_pct, maf_gps, map_kpa, intake_c, fuel_lph, throttle_pct)
 
 
 def in_intervals(t_s: float, intervals: tuple[Interval, ...]) -> bool:
@@ -312,6 +329,10 @@ class VehicleModel:
         self.duration_s = (self.n - 1) * DT_S
         self.curvature_per_m = [self.route.curvature_at(s) for s in self.s_m]
         self._build_engine()
+        # A scan tool's "clear all" (mode 04) also resets the distance since codes were cleared;
+        # codes that heal one by one (``clear = [...]``) do not. Before the first clear the
+        # count starts at the scenario's start.
+        self.codes_cleared_s = sorted(c.t_s for c in scenario.dtcs if c.clear_all and not c.pending)
 
     # -- kinematics -------------------------------------------------------------------------
     def _build_kinematics(self) -> None:
@@ -383,11 +404,13 @@ class VehicleModel:
         vehicle = self.scenario.vehicle
         ambient = vehicle.ambient_c
         coolant = vehicle.coolant_c if vehicle.coolant_c is not None else ambient
+        oil = coolant
         rest_v = vehicle.battery_v
         fuel_used = 0.0
         runtime = 0.0
         self.outputs: list[EngineOutput] = []
         self.coolant_c: list[float] = []
+        self.oil_c: list[float] = []
         self.fuel_used_l: list[float] = []
         self.runtime_s: list[float] = []
         self.battery_v: list[float] = []
@@ -396,6 +419,7 @@ class VehicleModel:
             out = engine_output(self.v_mps[k], self.accel_mps2[k], coolant, ambient, running)
             self.outputs.append(out)
             self.coolant_c.append(coolant)
+            self.oil_c.append(oil)
             self.fuel_used_l.append(fuel_used)
             self.runtime_s.append(runtime)
             if running:
@@ -403,11 +427,14 @@ class VehicleModel:
                 rest_v = min(12.55, rest_v + 0.0004 * DT_S)  # the alternator recharges
                 tau = 420.0 / (1.0 + out.load_pct / 50.0)
                 coolant += (COOLANT_TARGET_C - coolant) * DT_S / tau
+                oil_target = coolant + OIL_ABOVE_COOLANT_C + OIL_LOAD_RISE_C * out.load_pct / 100
+                oil += (oil_target - oil) * DT_S / (OIL_LAG * tau)
                 runtime += DT_S
             else:
                 self.battery_v.append(rest_v)
                 rest_v -= vehicle.battery_drain_v_per_h * DT_S / 3600.0
                 coolant += (ambient - coolant) * DT_S / 1800.0
+                oil += (ambient - oil) * DT_S / 2400.0
                 runtime = 0.0
             fuel_used += out.fuel_rate_lph * DT_S / 3600.0
 
@@ -447,19 +474,31 @@ class VehicleModel:
     def utc_at(self, t_s: float) -> dt.datetime:
         return self.scenario.start_utc + dt.timedelta(seconds=t_s)
 
+    def distance_m_at(self, t_s: float) -> float:
+        """Distance along the route at ``t_s``, interpolated between samples."""
+        if t_s >= self.duration_s:
+            return self.s_m[-1]
+        t_s = max(t_s, 0.0)
+        below = min(int(t_s / DT_S), self.n - 1)
+        if below + 1 < self.n:
+            frac = (t_s - below * DT_S) / DT_S
+            if 0.0 < frac < 1.0:
+                return self.s_m[below] + (self.s_m[below + 1] - self.s_m[below]) * frac
+        return self.s_m[self.index_at(t_s)]
+
+    def distance_since_clear_km(self, t_s: float) -> float:
+        i = bisect.bisect_right(self.codes_cleared_s, t_s)
+        since_m = self.distance_m_at(self.codes_cleared_s[i - 1]) if i else 0.0
+        return (self.distance_m_at(t_s) - since_m) / 1000.0
+
     def state_at(self, t_s: float) -> VehicleState:
         """The van at simulated time ``t_s``; after the end, the final state held, parked."""
         t_s = max(t_s, 0.0)
         k = self.index_at(min(t_s, self.duration_s))
         after_end = t_s > self.duration_s
-        s = self.s_m[k]
         v = self.v_mps[k]
-        below = min(int(t_s / DT_S), self.n - 1)
-        if not after_end and below + 1 < self.n:
-            # Interpolate distance between samples so positions are smooth at any instant.
-            frac = (t_s - below * DT_S) / DT_S
-            if 0.0 < frac < 1.0:
-                s = self.s_m[below] + (self.s_m[below + 1] - self.s_m[below]) * frac
+        # Interpolated between samples so positions are smooth at any instant.
+        s = self.distance_m_at(t_s)
         point = self.route.locate(s)
         out = self.outputs[k]
         speed_kmh = 0.0 if after_end else v * 3.6
@@ -477,14 +516,18 @@ class VehicleModel:
             engine_running=self.engine[k],
             rpm=out.rpm,
             engine_load_pct=out.load_pct,
+            throttle_pct=out.throttle_pct,
             coolant_c=self.coolant_c[k],
+            oil_c=self.oil_c[k],
             intake_c=out.intake_c,
+            ambient_c=self.scenario.vehicle.ambient_c,
             maf_gps=out.maf_gps,
             map_kpa=out.map_kpa,
             fuel_level_pct=self.fuel_level_pct(k),
             fuel_rate_lph=out.fuel_rate_lph,
             runtime_s=self.runtime_s[k],
             odometer_km=self.scenario.vehicle.odometer_km + s / 1000.0,
+            distance_since_clear_km=self.distance_since_clear_km(t_s),
             battery_v=self.battery_v[k],
             dtcs=self.dtcs_at(t_s),
             pending_dtcs=self.dtcs_at(t_s, pending=True),

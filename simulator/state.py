@@ -29,14 +29,18 @@ class VehicleState:
     engine_running: bool
     rpm: float
     engine_load_pct: float
+    throttle_pct: float  # absolute throttle position (PID 11); about 15 % closed, never 0
     coolant_c: float
+    oil_c: float  # engine oil, lagging the coolant (PID 5C)
     intake_c: float
+    ambient_c: float  # outside air (PID 46)
     maf_gps: float
     map_kpa: float
     fuel_level_pct: float
     fuel_rate_lph: float
     runtime_s: float  # seconds since engine start
     odometer_km: float
+    distance_since_clear_km: float  # since the trouble codes were last cleared (PID 31)
     battery_v: float
     dtcs: tuple[str, ...]  # stored codes, e.g. ("P0301",)
     pending_dtcs: tuple[str, ...]
@@ -66,14 +70,18 @@ _RUNNING = VehicleState(
     engine_running=True,
     rpm=1650.25,
     engine_load_pct=40.0,
+    throttle_pct=24.0,
     coolant_c=88.0,
+    oil_c=94.0,
     intake_c=30.0,
+    ambient_c=18.0,
     maf_gps=12.34,
     map_kpa=65.0,
     fuel_level_pct=55.0,
     fuel_rate_lph=6.5,
     runtime_s=600.0,
     odometer_km=123456.7,
+    distance_since_clear_km=1234.0,
     battery_v=14.1,
     dtcs=(),
     pending_dtcs=(),
