@@ -382,6 +382,13 @@ class OBDReader:
     NONSENSE_BEFORE_DOWN = 5  # unusable replies in a row (never NO DATA: that is the car)
     MAX_IDLE_S = 1.0  # real seconds the reader sleeps at most when nothing is due
     PROBE_RETRY_S = 5.0  # while the car does not answer (ignition off) and we think it is on
+    # Spaces off: a third fewer bytes per reply at 38400 baud. Adaptive timing 2 shortens the
+    # adapter's wait for more ECU frames after the last one (requests without a response-count
+    # digit: the probe, trouble codes, and replies shorter than announced); ATST 32 (x 4 ms =
+    # 200 ms) bounds NO DATA and that wait, whatever a clone's default is.
+    TUNING: tuple[str, ...] = ("ATS0", "ATAT2", "ATST32")
+    # Mode 01 polls on CAN carry the ELM327's response-count digit (see _poll).
+    RESPONSE_COUNT = True
 
     def __init__(
         self,
@@ -513,10 +520,8 @@ class OBDReader:
     def _tune(self) -> None:
         session = self._require()
         session.adapter = self._at("ATI") or "unknown adapter"
-        # Spaces off: a third fewer bytes per reply at 38400 baud. Adaptive timing 2 lets the
-        # adapter shorten its wait for more ECU frames; ATST 32 (x4 ms = 200 ms) bounds NO DATA.
         # Clones that do not know a command answer "?", which is counted and otherwise ignored.
-        for command in ("ATS0", "ATAT2", "ATST32"):
+        for command in self.TUNING:
             self._at(command)
 
     def _at(self, command: str) -> str:
@@ -762,7 +767,7 @@ class OBDReader:
         pids = [p for p in group.pids if p in session.supported]
         raw: dict[int, bytes] = {}
         for command in mode01_requests(pids, session.multi):
-            if session.protocol_id in CAN_PROTOCOLS:
+            if self.RESPONSE_COUNT and session.protocol_id in CAN_PROTOCOLS:
                 # A trailing digit tells the ELM327 (v1.3+) how many frames to wait for, so it
                 # answers as soon as they are in instead of waiting out its timeout for other
                 # ECUs that might answer too (python-obd's "fast" mode does the same).

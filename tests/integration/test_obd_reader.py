@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,12 +28,13 @@ from drivers.samples import (
     VehicleInfo,
 )
 from simulator.elm327 import DEFAULT_PIDS, VARIANTS, ELM327Server
+from simulator.model import LiveVehicle, VehicleModel
+from simulator.scenario import parse_scenario
 from simulator.state import FixedState, running_van
+from tests.integration.test_obd_python_obd import PULLING_AWAY, ModelWindow
 from tests.samples import SampleCollector
 
-STATE = running_van(dtcs=('P0301',), pending_dtcs=('P0420',))
-
-
+STATE = running_van(dtcs=("P0301",), pending_dtcs=("P0420",))
 
 
 Rig = tuple[OBDReader, ELM327Server, SampleCollector, FixedState]
@@ -74,7 +77,7 @@ def is_reading_with(*names: str) -> Callable[[Sample], bool]:
 
 
 def test_readings_match_the_model_and_follow_ignition(tmp_path: Path, rigs: list[Rig]) -> None:
-    rig = start_rig(tmp_path, voltage_interval_s=1.0)
+    rig = start_rig(tmp_path, voltage_interval_s=1.0, slow_interval_s=1.0)
     rigs.append(rig)
     reader, _server, samples, van = rig
     _, info = samples.wait_for(lambda s: isinstance(s, VehicleInfo), 10.0)
@@ -98,9 +101,12 @@ def test_readings_match_the_model_and_follow_ignition(tmp_path: Path, rigs: list
     assert medium.fuel_rate_lph == 6.5
     assert medium.maf_gps == 12.34 and medium.map_kpa == 65.0 and medium.intake_c == 30.0
     assert medium.engine_load_pct == pytest.approx(40.0, abs=0.2)
-    _, slow = samples.wait_for(is_reading_with("odometer_km"), 3.0)
+    # The slow group (every second here): a round that started after the change.
+    _, slow = samples.wait_for(is_reading_with("odometer_km"), 3.0, after=t_change + 0.3)
     assert isinstance(slow, OBDReading)
     assert slow.odometer_km == 123456.7 and slow.runtime_s == 600.0
+    assert slow.coolant_c == 92.0
+    assert slow.fuel_level_pct == pytest.approx(40.0, abs=50 / 255)  # 100/255 % per step
     _, volts = samples.wait_for(is_reading_with("voltage_v"), 3.0)
     assert isinstance(volts, OBDReading) and volts.voltage_v == 14.1
 
@@ -130,8 +136,14 @@ def test_readings_match_the_model_and_follow_ignition(tmp_path: Path, rigs: list
     assert reader.last_progress > t_on
 
 
-def test_unplug_and_replug_resume_within_5_s(tmp_path: Path, rigs: list[Rig]) -> None:
-    rig = start_rig(tmp_path, protocol="6")
+# Vans run with the automatic protocol search (python-obd's, three seconds of fixed waits);
+# once it found the protocol the reader reconnects with it ("try protocol", which falls back
+# to a search). Pinning CAN 11/500 only saves the first search.
+@pytest.mark.parametrize("protocol", ["", "6"], ids=["auto", "pinned"])
+def test_unplug_and_replug_resume_within_5_s(
+    tmp_path: Path, rigs: list[Rig], protocol: str
+) -> None:
+    rig = start_rig(tmp_path, protocol=protocol)
     rigs.append(rig)
     reader, server, samples, van = rig
     samples.wait_for(is_reading_with("rpm"), 10.0)
@@ -353,3 +365,116 @@ def test_a_babbling_adapter_is_down_until_it_talks_sense(tmp_path: Path, rigs: l
         lambda s: isinstance(s, LinkSample) and s.state == LinkState.UP, 8.0, after=t_sense
     )
     samples.wait_for(is_reading_with("rpm"), 5.0, after=t_sense)
+
+
+# OBDReading field -> (vehicle state field, one step of the PID's encoding; ATRV prints 0.1 V).
+READING_FIELDS = {
+    "speed_kmh": ("speed_kmh", 1.0),
+    "rpm": ("rpm", 0.25),
+    "engine_load_pct": ("engine_load_pct", 100 / 255),
+    "coolant_c": ("coolant_c", 1.0),
+    "intake_c": ("intake_c", 1.0),
+    "maf_gps": ("maf_gps", 0.01),
+    "map_kpa": ("map_kpa", 1.0),
+    "fuel_level_pct": ("fuel_level_pct", 100 / 255),
+    "fuel_rate_lph": ("fuel_rate_lph", 0.05),
+    "runtime_s": ("runtime_s", 1.0),
+    "odometer_km": ("odometer_km", 0.1),
+    "voltage_v": ("battery_v", 0.1),
+}
+
+
+def test_every_reading_matches_the_moving_model(tmp_path: Path, rigs: list[Rig]) -> None:
+    model = VehicleModel(parse_scenario(tomllib.loads(PULLING_AWAY), Path("pulling_away.toml")))
+    # The van pulls away at t = 600 s, about when the reader has connected and probed.
+    live = LiveVehicle(model, 1.0, start_mono_s=time.monotonic() - 598.5)
+    server = ELM327Server(live, tmp_path / "obd0", latency_s=0.01)
+    server.start()
+    samples = SampleCollector()
+    settings = OBDSettings(
+        port=str(server.path),
+        protocol="6",
+        fast_hz=5.0,
+        medium_hz=2.0,
+        slow_interval_s=1.0,
+        voltage_interval_s=1.0,
+    )
+    reader = OBDReader(settings, samples.emit, time.monotonic)
+    reader.start()
+    rigs.append((reader, server, samples, FixedState(STATE)))  # the fixture stops them
+    t_info, _ = samples.wait_for(lambda s: isinstance(s, VehicleInfo), 10.0)
+    time.sleep(5.0)
+    window = ModelWindow(live)
+    timeline = [(t, s) for t, s in list(samples.samples) if t >= t_info]
+    seen: dict[str, list[float]] = {name: [] for name in READING_FIELDS}
+    for (t_before, _), (t, sample) in itertools.pairwise(timeline):
+        if not isinstance(sample, OBDReading):
+            continue
+        # The reader is one thread: every request of this round went out after it emitted
+        # the previous sample, and the reply came back before it emitted this one.
+        for name, (field, lsb) in READING_FIELDS.items():
+            value = getattr(sample, name)
+            if value is not None:
+                window.check(name, value, field, lsb, t_before, t)
+                seen[name].append(value)
+        if sample.fuel_rate_lph is not None:
+            assert sample.fuel_rate_source == FuelRateSource.PID_5E
+    for name, values in seen.items():
+        assert len(values) >= 3, (name, len(values))
+    assert seen["speed_kmh"][-1] > seen["speed_kmh"][0] > 0.0  # the van did move meanwhile
+    assert reader.stats().get("errors.no_data", 0) == 0
+
+
+class NoCountDigit(OBDReader):
+    """The reader without the response-count digit: the adapter waits as ATAT says."""
+
+    RESPONSE_COUNT = False
+
+
+class Untuned(OBDReader):
+    """The reader leaving the adapter as python-obd does: spaces on, ATAT1, ATST default."""
+
+    TUNING = ()
+    RESPONSE_COUNT = False
+
+
+def test_adapter_tuning_speeds_up_polling(tmp_path: Path, rigs: list[Rig]) -> None:
+    # Three readers at once (so machine load hits them alike), each with its own emulated
+    # adapter at a realistic 30 ms ECU latency and every poll group always due.
+    for cls in (OBDReader, NoCountDigit, Untuned):
+        van = FixedState(STATE)
+        server = ELM327Server(van, tmp_path / cls.__name__, latency_s=0.03)
+        server.start()
+        samples = SampleCollector()
+        settings = OBDSettings(
+            port=str(server.path),
+            protocol="6",
+            fast_hz=1000.0,
+            medium_hz=1000.0,
+            slow_interval_s=0.001,
+            voltage_interval_s=3600.0,
+            dtc_interval_s=3600.0,
+        )
+        reader = cls(settings, samples.emit, time.monotonic)
+        reader.start()
+        rigs.append((reader, server, samples, van))
+    for _reader, _server, samples, _van in rigs:
+        samples.wait_for(lambda s: isinstance(s, VehicleInfo), 15.0)
+    time.sleep(0.3)
+    start = [(time.monotonic(), r.stats().get("values", 0)) for r, _, _, _ in rigs]
+    time.sleep(3.0)
+    rates = []
+    for (t0, v0), (reader, _server, _samples, _van) in zip(start, rigs, strict=True):
+        rates.append((reader.stats().get("values", 0) - v0) / (time.monotonic() - t0))
+    tuned, at_only, untuned = rates
+    servers = [server.elm for _, server, _, _ in rigs]
+    # The tuning reached the adapter: spaces off and aggressive adaptive timing, or not.
+    assert [(e.spaces, e.adaptive, e.timeout_st) for e in servers] == [
+        (False, 2, 0x32),
+        (False, 2, 0x32),
+        (True, 1, 0x32),
+    ]
+    # ATAT2 halves the adapter's wait for more replies after each reply (34 ms instead of
+    # 68 ms); the response-count digit removes it.
+    assert at_only > 1.2 * untuned, rates
+    assert tuned > 1.5 * untuned, rates
