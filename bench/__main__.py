@@ -27,7 +27,7 @@ MODULES = (
     ("bench_spool", "spool records/s and disk bytes per record vs plain ack queue"),
     ("bench_wire", "bytes on the wire per position vs one JSON message per record"),
     ("bench_drain", "36,000-record backlog through a 100 ms RTT proxy vs paho defaults"),
-    ("bench_obd", "OBD readings/s vs a plain python-obd loop"),
+    ("bench_obd", "OBD PID values/s (and readings/s) vs a plain python-obd loop"),
     ("score_events", "event detection precision and recall per type"),
     ("bench_daemon", "startup to READY=1, live RSS and CPU, replay CPU per van-hour"),
 )
