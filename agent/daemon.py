@@ -21,6 +21,7 @@ from agent.driverconfig import gnss_settings, gpio_settings, obd_settings
 from agent.encoder import Encoder, Identity, Lane, Message, read_boot_id
 from agent.errors import ConfigError
 from agent.events import Detector
+from agent.geofence import configured_geofences
 from agent.health import DeviceStatus, ProgressMonitor, system_fields, versions
 from agent.notify import Notifier
 from agent.overrides import Overrides
@@ -35,10 +36,12 @@ from drivers.samples import IgnitionSample, Sample, VehicleInfo
 
 logger = logging.getLogger(__name__)
 
-# Test hooks: with TELEMATICS_TEST_HOOKS=1 in the environment, SIGUSR2 stalls the pipeline thread
-# and SIGUSR1 stalls the publisher thread at the next command it receives, so tests can watch the
-# watchdog pings stop. Without the variable both signals keep their default action (terminate)
-# action, so nothing in production can trigger a stall.
+# Test hooks: with TELEMATICS_TEST_HOOKS=1 in the environment, SIGUSR2 stalls the pipeline thread,
+# SIGUSR1 stalls the publisher thread at the next command it receives, and SIGRTMIN stalls the
+# next driver thread that emits a sample until a pending remote configuration change is settled
+# (a change that breaks a driver), so tests can watch the watchdog pings stop and a change roll
+# back. Without the variable these signals keep their default action (terminate), so nothing in
+# production can trigger a stall.
 TEST_HOOKS_ENV = "TELEMATICS_TEST_HOOKS"
 STOP_BUDGET_S = 4.5  # systemd and the issue allow 5 s from SIGTERM to exit
 STATUS_EVERY_S = 2.0
@@ -57,8 +60,12 @@ class Component(Protocol):
 
 
 def build_detector(cfg: Config) -> Detector:
-    """Every configured detector (geofences from ``detect.geofences_file``)."""
-    return build_detectors(cfg)
+    """Every configured detector; the geofences file is read here, not in the pure detectors."""
+    fences = configured_geofences(cfg.detect.geofences_file)
+    logger.info(
+        "loaded %d geofences from %s", len(fences.fences), cfg.detect.geofences_file or "(none)"
+    )
+    return build_detectors(cfg, fences)
 
 
 def build_reporter(cfg: Config) -> PositionReporter:
@@ -138,6 +145,7 @@ class Daemon:
         # Set with _stopping or _reload_requested, so the main loop reacts without polling.
         self._wake = threading.Event()
         self._stall_publisher = threading.Event()
+        self._stall_driver = threading.Event()
         self._errors_at_apply = 0
         self._build_drivers()
         self._watch_stages()
@@ -192,6 +200,8 @@ class Daemon:
 
     def _emit(self, sample: Sample) -> None:
         """Every driver sample passes here (driver threads) on its way to the pipeline."""
+        if self._stall_driver.is_set():  # test hook only (see TEST_HOOKS_ENV)
+            self._stall_driver_thread()
         if self.device.observe(sample):
             self._health_due.set()
             if isinstance(sample, IgnitionSample):
@@ -581,8 +591,10 @@ class Daemon:
         if os.environ.get(TEST_HOOKS_ENV) == "1":
             signal.signal(signal.SIGUSR2, lambda s, f: self._stall_pipeline())
             signal.signal(signal.SIGUSR1, lambda s, f: self._stall_publisher.set())
+            signal.signal(signal.SIGRTMIN, lambda s, f: self._stall_driver.set())
             logger.warning(
-                "test hooks enabled (%s=1): SIGUSR2 stalls the pipeline, SIGUSR1 the publisher",
+                "test hooks enabled (%s=1): SIGUSR2 stalls the pipeline, SIGUSR1 the publisher,"
+                " SIGRTMIN a driver",
                 TEST_HOOKS_ENV,
             )
         self.start()
@@ -646,6 +658,19 @@ class Daemon:
                 if self.commands.pending:
                     self.pipeline.submit(self.commands.tick)
             self._drive_outputs()
+
+    def _stall_driver_thread(self) -> None:
+        """Hang the calling driver thread while a remote configuration change is pending."""
+        self._stall_driver.clear()
+        logger.warning(
+            "test hook: stalling the %s thread until the configuration change is settled",
+            threading.current_thread().name,
+        )
+        deadline = time.monotonic() + 120.0
+        # Wakes on shutdown too, so even a stalled agent still stops within its budget.
+        while self.commands.pending and time.monotonic() < deadline:
+            if self._stopping.wait(0.1):
+                return
 
     def _stall_pipeline(self) -> None:
         logger.warning("test hook: stalling the pipeline thread")

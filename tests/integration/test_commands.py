@@ -14,7 +14,8 @@ import pytest
 
 from agent.commands import SCHEMA_DIR
 from simulator.broker import Mosquitto
-from tests.integration.test_daemon import DEVICE, AgentProcess, _topic
+from simulator.ignition import IgnitionLine
+from tests.integration.test_daemon import DEVICE, AgentProcess, _payloads, _topic
 from tests.listener import Listener
 
 RESULT_SCHEMA = json.loads((SCHEMA_DIR / "cmd_result.json").read_text())
@@ -208,6 +209,73 @@ def test_a_change_the_agent_does_not_survive_is_gone_after_the_watchdog_restart(
     finally:
         again.stop()
     assert not any(r["id"] == "fatal" and r["ok"] for r in remote.results("set_config"))
+
+
+def test_a_change_after_which_a_driver_stalls_is_rolled_back_while_running(
+    tmp_path: Path, mosquitto: Mosquitto, listener: Listener, remote: Remote
+) -> None:
+    """CommandProcessor.tick rolls back a valid change once the agent turns unhealthy.
+
+    No valid configuration breaks a driver by itself, so the test hook SIGRTMIN makes the
+    ignition reader's thread hang (inside its next sample) for as long as a change is pending:
+    a driver broken by a change. The pipeline and publisher stay alive to answer.
+    """
+    line = IgnitionLine(tmp_path / "ignition")
+    line.set(True)
+    agent = AgentProcess(
+        tmp_path,
+        mosquitto,
+        # A long confirmation window: only the stall can end the change inside this test.
+        extra_toml="[health]\nconfirm_s = 30.0\n",
+        env={"TELEMATICS_TEST_HOOKS": "1"},
+        watchdog_usec=3_000_000,  # a stage is stalled after 1.5 s without progress
+        line_file=line.path,
+    )
+    try:
+        agent.wait_ready()
+        assert _births(listener, 1), "subscribed before the first command"
+        assert listener.wait_for(lambda ms: bool(_payloads(ms, "event/ignition_on")), 10.0)
+        before = remote.call("get_config", {"id": "before"})["result"]
+        remote.send("set_config", {"id": "breaks", "changes": {"report.moving_interval_s": 3}})
+        assert _wait_file(agent.state_dir / "overrides.pending.toml", 5.0), "applied, pending"
+        assert remote.call("get_config", {"id": "during"})["result"]["config_hash"] != (
+            before["config_hash"]
+        )
+        agent.signal(signal.SIGRTMIN)
+        time.sleep(0.3)  # the main thread arms the hook
+        line.set(False)  # the reader's next sample hangs its thread
+
+        def answered(ms: list[Any]) -> bool:
+            return any(r["id"] == "breaks" for r in remote.results("set_config"))
+
+        assert listener.wait_for(answered, 20.0), agent.stderr()
+        result = next(r for r in remote.results("set_config") if r["id"] == "breaks")
+        jsonschema.validate(result, RESULT_SCHEMA)
+        assert result["ok"] is False, result
+        assert "stalled: IgnitionReader" in result["error"], result["error"]
+        assert result["error"].endswith("rolled back"), result["error"]
+        assert "test hook: stalling the gpio thread" in agent.stderr()
+
+        after = remote.call("get_config", {"id": "after"})["result"]
+        assert after["config_hash"] == before["config_hash"]
+        assert after["config"]["report"]["moving_interval_s"] == 10.0
+        assert not (agent.state_dir / "overrides.pending.toml").exists()
+        assert not (agent.state_dir / "overrides.toml").exists()
+        # Healthy again: the reader resumed, delivered the sample it held, every stage moves
+        # and the watchdog is fed again.
+        assert listener.wait_for(lambda ms: bool(_payloads(ms, "event/ignition_off")), 10.0)
+        deadline = time.monotonic() + 10.0
+        while not all(st["ok"] for st in agent.status()["stages"].values()):
+            assert time.monotonic() < deadline, agent.status()["stages"]
+            time.sleep(0.2)
+        rolled_back_at = time.monotonic()
+        assert agent.notify.wait_for(
+            lambda r: bool(agent.notify.times("WATCHDOG=1", after=rolled_back_at)), 5.0
+        )
+        assert remote.call("ping", {"id": "alive"})["ok"]
+        assert agent.proc.poll() is None
+    finally:
+        agent.stop()
 
 
 def _wait_file(path: Path, timeout_s: float) -> bool:

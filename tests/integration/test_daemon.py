@@ -96,6 +96,8 @@ class AgentProcess:
         time_scale: float = 1.0,
         gnss_port: str | None = None,
         obd_port: str | None = None,
+        mqtt_toml: str = "",
+        obd_toml: str = "",
     ) -> None:
         self.state_dir = tmp_path / "state"
         self.config = tmp_path / "agent.toml"
@@ -108,7 +110,7 @@ class AgentProcess:
         )
         gnss = f'[gnss]\nport = "{gnss_port}"\n' if gnss_port else "[gnss]\nenabled = false\n"
         obd = (
-            f'[obd]\nport = "{obd_port}"\ndtc_interval_s = 5.0\n'
+            f'[obd]\nport = "{obd_port}"\ndtc_interval_s = 5.0\n{obd_toml}'
             if obd_port
             else "[obd]\nenabled = false\n"
         )
@@ -116,7 +118,12 @@ class AgentProcess:
             f'[agent]\nstate_dir = "{self.state_dir}"\ntime_scale = {time_scale}\n'
             f'[device]\nid = "{DEVICE}"\n'
             f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
-            "backoff_min_s = 0.1\nbackoff_max_s = 0.5\n" + gnss + obd + ignition + extra_toml
+            "backoff_min_s = 0.1\nbackoff_max_s = 0.5\n"
+            + mqtt_toml
+            + gnss
+            + obd
+            + ignition
+            + extra_toml
         )
         self.notify = NotifySocket()
         full_env = {
@@ -248,6 +255,36 @@ def test_ready_status_watchdog_then_clean_stop(
     finally:
         late.close()
     assert agent.status()["state"] == "stopped"
+
+
+def test_kill_9_leaves_the_last_will_retained_offline(
+    agent_factory: Any, listener: Listener, mosquitto: Mosquitto
+) -> None:
+    keepalive_s = 5  # the smallest the configuration allows
+    agent = agent_factory(mqtt_toml=f"keepalive_s = {keepalive_s}\n")
+    agent.wait_ready()
+    assert listener.wait_for(
+        lambda ms: any(p.get("online") is True for p in _payloads(ms, "state")), 10.0
+    ), "birth published"
+    birth = _payloads(listener.messages, "state")[-1]
+    agent.proc.kill()  # SIGKILL: no STOPPING, no goodbye, the kernel closes the socket
+    assert agent.proc.wait(5) == -signal.SIGKILL
+    # The broker publishes the will when it sees the link die: at once when the socket closes,
+    # at the latest 1.5 keepalives after the last packet.
+    assert listener.wait_for(
+        lambda ms: _payloads(ms, "state")[-1].get("online") is False, keepalive_s * 1.5 + 2.0
+    ), "the last will said offline"
+    will = _payloads(listener.messages, "state")[-1]
+    jsonschema.validate(will, json.loads((SCHEMAS / "state.json").read_text()))
+    assert (will["device_id"], will["boot_id"]) == (birth["device_id"], birth["boot_id"])
+    assert will["config_hash"] == birth["config_hash"]
+    assert not agent.notify.times("STOPPING=1"), "killed, not stopped: the broker spoke for it"
+    late = Listener(mosquitto.host, mosquitto.port, _topic("state"))
+    try:
+        assert late.wait_for(lambda ms: bool(ms), 5.0)
+        assert late.messages[-1].retain and late.messages[-1].json()["online"] is False
+    finally:
+        late.close()
 
 
 @pytest.mark.parametrize("stage", ["pipeline", "publisher"])
@@ -413,6 +450,17 @@ def _safe_status(agent: AgentProcess) -> dict[str, Any]:
         return {}
 
 
+def _status_written_after(agent: AgentProcess, unix_s: float) -> dict[str, Any]:
+    """The first status file the daemon writes at or after ``unix_s`` (wall clock)."""
+    deadline = time.monotonic() + max(0.0, unix_s - time.time()) + 10.0
+    while time.monotonic() < deadline:
+        status = _safe_status(agent)
+        if status.get("written_unix", 0.0) >= unix_s:
+            return status
+        time.sleep(0.1)
+    raise AssertionError(f"no status file written after {unix_s}: {_safe_status(agent)}")
+
+
 def _wait(pred: Callable[[], bool], timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -545,6 +593,158 @@ def test_simulated_van_ignition_cycles_drive_trips(
         stages = agent.status()["stages"]
         assert {"IgnitionReader", "OBDReader", "GNSSReceiver"} <= set(stages)
         assert all(st["ok"] for st in stages.values()), stages
+    finally:
+        sim.terminate()
+        sim.wait(10)
+
+
+COLD_START_THEN_PARK = """\
+name = "cold_start_then_park"
+description = "no fix for 150 s while the engine idles, then parked"
+start_utc = "2026-03-02T13:00:00Z"
+seed = 5
+
+[route]
+waypoints = [[51.340000, 12.370000], [51.340000, 12.382956]]
+
+[gnss]
+cold_start_s = 150
+
+[[plan]]
+do = "idle"
+duration_s = 210
+
+[[plan]]
+do = "park"
+duration_s = 3000
+"""
+
+
+class LEDProbe:
+    """Watches a simulated GPIO output file and tells which documented pattern it shows."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def level(self) -> int:
+        try:
+            return 1 if self.path.read_text() == "1\n" else 0
+        except FileNotFoundError:
+            return 0
+
+    def runs(self, window_s: float = 3.8) -> list[tuple[int, float, bool]]:
+        """(level, seconds, complete) for each run of one level seen within the window.
+
+        The default window holds a whole 2 s cycle plus its longest run, so every pattern
+        shows at least one complete run of each level it has.
+        """
+        samples: list[tuple[float, int]] = []
+        end = time.monotonic() + window_s
+        while (now := time.monotonic()) < end:
+            samples.append((now, self.level()))
+            time.sleep(0.01)
+        runs: list[tuple[int, float, bool]] = []
+        start = samples[0]
+        for prev, cur in itertools.pairwise(samples):
+            if cur[1] != prev[1]:
+                runs.append((prev[1], cur[0] - start[0], bool(runs)))
+                start = cur
+        runs.append((start[1], samples[-1][0] - start[0], False))
+        return runs
+
+    def pattern(self) -> str:
+        """'all_good', 'no_fix', 'no_broker', 'off', or 'unclear' (docs/daemon.md)."""
+        runs = self.runs()
+        levels = {level for level, _, _ in runs}
+        if levels == {1}:
+            return "all_good"
+        if levels == {0}:
+            return "off"
+        on = [s for level, s, whole in runs if level == 1 and whole]
+        off = [s for level, s, whole in runs if level == 0 and whole]
+        if on and off and min(on) > 0.6 and max(off) > 0.6:
+            return "no_fix"  # slow blink: 1 s on, 1 s off
+        flashes = [s for level, s, _ in runs if level == 1]
+        if len(flashes) >= 2 and max(flashes) < 0.45 and off and max(off) > 1.0:
+            return "no_broker"  # double flash: 0.15 s on, 0.15 s off, 0.15 s on, a pause
+        return "unclear"
+
+    def wait_for(self, pattern: str, timeout_s: float) -> list[str]:
+        """Watch until a window shows ``pattern``; returns every verdict seen."""
+        seen: list[str] = []
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            seen.append(self.pattern())
+            if seen[-1] == pattern:
+                break
+        return seen
+
+
+def test_simulated_van_led_patterns_and_no_ecu_queries_while_parked(
+    agent_factory: Any, listener: Listener, mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """The status LED through a cold start, a fix and a broker outage; OBD quiet when parked."""
+    scale = 10.0  # the cold start lasts 15 s, parking starts after 21 s
+    scenario = tmp_path / "cold.toml"
+    scenario.write_text(COLD_START_THEN_PARK)
+    sim = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "simulator.cli", "run", "--scenario", str(scenario)),
+            *("--time-scale", str(scale), "--dir", str(tmp_path / "sim"), "--hold"),
+            *("--elm-latency-ms", "5"),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert sim.stdout is not None
+        devices = json.loads(sim.stdout.readline())
+        line_file = Path(devices["ignition"])
+        agent = agent_factory(
+            line_file=line_file,
+            debounce_s=2.0,
+            time_scale=scale,
+            gnss_port=devices["gnss"],
+            obd_port=devices["obd"],
+            # ATRV every 5 simulated seconds: twice a real second at x10.
+            obd_toml="voltage_interval_s = 5.0\n",
+            extra_toml="led_pin = 6\n",
+        )
+        led = LEDProbe(line_file.with_name("gpio6.out"))
+        agent.wait_ready()
+        assert listener.wait_for(lambda ms: bool(_payloads(ms, "state")), 10.0)
+
+        seen = led.wait_for("no_fix", 11.0)
+        assert seen[-1] == "no_fix", (seen, _safe_status(agent).get("gnss"))
+        assert "fix_age_s" not in _safe_status(agent).get("gnss", {}), "really no fix yet"
+        seen = led.wait_for("all_good", 15.0)
+        assert seen[-1] == "all_good", (seen, _safe_status(agent).get("gnss"))
+
+        # Parked: the reader stops asking the ECU; only the adapter's voltage (ATRV) goes on.
+        assert listener.wait_for(
+            lambda ms: any(p.get("parked") is True for p in _payloads(ms, "state")), 20.0
+        ), agent.stderr()
+        # Counters from status files written after the fact (it is rewritten every 2 s), the
+        # first leaving a second for a request already on the wire when the ignition went off.
+        first = _status_written_after(agent, time.time() + 1.0)
+        last = _status_written_after(agent, first["written_unix"] + 4.0)
+        parked, later = first["obd"]["counters"], last["obd"]["counters"]
+        assert parked["requests"] > 0 and parked["values"] > 0, "the ECU answered while idling"
+        assert (later["requests"], later["values"]) == (parked["requests"], parked["values"]), (
+            parked,
+            later,
+        )
+        assert later["readings"] >= parked["readings"] + 3, (parked, later)
+        assert led.wait_for("all_good", 5.0)[-1] == "all_good", "parked, fix, broker: all good"
+
+        mosquitto.stop()
+        seen = led.wait_for("no_broker", 10.0)
+        assert seen[-1] == "no_broker", seen
+        mosquitto.start()
+        seen = led.wait_for("all_good", 15.0)
+        assert seen[-1] == "all_good", seen
     finally:
         sim.terminate()
         sim.wait(10)
