@@ -105,8 +105,10 @@ class RPiGPIO:
         self._gpio.setwarnings(False)
         self._gpio.setmode(self._gpio.BCM)
         for pin in inputs:
-            # No internal pull: the ignition sense circuit (opto-coupler) drives the line.
-            self._gpio.setup(pin, self._gpio.IN)
+            # No internal pull: the ignition sense circuit (opto-coupler and its 10 kOhm
+            # resistor, docs/technician-guide.md) drives the line. A missing resistor then
+            # shows as a flapping line instead of being hidden by the SoC's default pull.
+            self._gpio.setup(pin, self._gpio.IN, pull_up_down=self._gpio.PUD_OFF)
         for pin in outputs:
             self._gpio.setup(pin, self._gpio.OUT, initial=self._gpio.LOW)
         self._pins = inputs + outputs
@@ -127,7 +129,7 @@ class GpiodGPIO:
     def __init__(self, chip: str, inputs: tuple[int, ...], outputs: tuple[int, ...]) -> None:
         try:
             import gpiod
-            from gpiod.line import Direction, Value
+            from gpiod.line import Bias, Direction, Value
         except ImportError:
             raise GPIOLibraryError(
                 "ignition.backend = 'gpiod' needs the libgpiod v2 Python bindings:"
@@ -136,7 +138,9 @@ class GpiodGPIO:
         self._value = Value
         config: dict[Any, Any] = {}
         if inputs:
-            config[inputs] = gpiod.LineSettings(direction=Direction.INPUT)
+            # Bias.DISABLED, as RPi.GPIO's PUD_OFF: the default AS_IS would keep the pin's reset
+            # pull (pull-down on most Pi GPIOs) and hide a missing external resistor.
+            config[inputs] = gpiod.LineSettings(direction=Direction.INPUT, bias=Bias.DISABLED)
         if outputs:
             config[outputs] = gpiod.LineSettings(
                 direction=Direction.OUTPUT, output_value=Value.INACTIVE

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -230,3 +233,164 @@ def test_gpiod_missing_chip_is_a_clear_device_error(tmp_path: Path) -> None:
     with pytest.raises(DeviceUnavailableError, match="gpiochip9: cannot request GPIO lines"):
         open_backend(GPIOSettings(backend="gpiod", chip=str(chip)))
     assert not os.path.exists(chip)
+
+
+# -- RPi.GPIO and libgpiod backends against behaving fakes of the libraries (tests/fakes) -----
+
+FAKES = Path(__file__).resolve().parents[1] / "fakes"
+CHIP = "/dev/gpiochip0"
+
+
+@pytest.fixture
+def fake_libraries(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """``RPi.GPIO`` and ``gpiod`` import the fakes for this test, with fresh state."""
+
+    def faked(name: str) -> bool:
+        return name.split(".")[0] in ("RPi", "gpiod")
+
+    for name in [n for n in sys.modules if faked(n)]:
+        monkeypatch.delitem(sys.modules, name)  # the real gpiod comes back afterwards
+    monkeypatch.syspath_prepend(str(FAKES))
+    yield
+    for name in [n for n in sys.modules if faked(n)]:
+        del sys.modules[name]
+
+
+def _rpi() -> Any:
+    module = importlib.import_module("RPi.GPIO")
+    assert module.__file__ is not None and module.__file__.startswith(str(FAKES))
+    return module
+
+
+def _gpiod() -> Any:
+    module = importlib.import_module("gpiod")
+    assert module.__file__ is not None and module.__file__.startswith(str(FAKES))
+    return module
+
+
+def _noise(read: Callable[[], int]) -> set[int]:
+    return {read() for _ in range(6)}
+
+
+@pytest.mark.usefixtures("fake_libraries")
+def test_rpigpio_reads_the_line_by_bcm_number_without_internal_pull() -> None:
+    gpio = _rpi()
+    board = gpio.fake_board
+    assert board.pins[17].pull == gpio.PUD_DOWN, "the SoC resets GPIO 17 with a pull-down"
+    backend = open_backend(GPIOSettings(backend="rpigpio", pin=17))
+    # BCM numbering: GPIO 17 is header pin 11; in BOARD numbers 17 is a 3.3 V pin (an error).
+    assert gpio.getmode() == gpio.BCM
+    assert (board.pins[17].function, board.pins[17].pull) == (gpio.IN, gpio.PUD_OFF)
+    for level in (1, 0, 1):
+        board.drive(17, level)  # the opto-coupler and its resistor drive the line
+        assert backend.read(17) == level
+    # Nothing driving it (a missing resistor): noise, not a reassuring steady level.
+    board.drive(17, None)
+    assert _noise(lambda: backend.read(17)) == {0, 1}
+
+
+@pytest.mark.usefixtures("fake_libraries")
+def test_rpigpio_outputs_start_low_and_close_releases_only_our_channels() -> None:
+    gpio = _rpi()
+    board = gpio.fake_board
+    # An earlier run left GPIO 5's output latch high, and another part of this process drives
+    # GPIO 22: set-up without `initial` would drive 5 high at once.
+    gpio.setmode(gpio.BCM)
+    gpio.setup(5, gpio.OUT, initial=gpio.HIGH)
+    gpio.cleanup(5)
+    assert board.pins[5].latch == 1
+    gpio.setup(22, gpio.OUT, initial=gpio.HIGH)
+    seen = len(board.pins[5].history)
+
+    backend = open_backend(GPIOSettings(backend="rpigpio", pin=17, power_hold_pin=5, led_pin=6))
+    assert board.pins[5].function == gpio.OUT and board.pins[6].function == gpio.OUT
+    assert board.level(5) == 0 and board.level(6) == 0
+    assert board.pins[5].history[seen:] == [0], "no high glitch while setting up"
+    backend.write(5, True)
+    backend.write(6, True)
+    assert (board.level(5), board.level(6)) == (1, 1)
+    backend.write(6, False)
+    assert board.level(6) == 0
+
+    backend.close()
+    for pin in (5, 6, 17):
+        assert (board.pins[pin].function, board.pins[pin].pull) == (gpio.IN, gpio.PUD_OFF)
+    with pytest.raises(RuntimeError, match=r"setup\(\) the GPIO channel first"):
+        gpio.input(17)
+    assert board.pins[22].function == gpio.OUT and board.level(22) == 1, "not ours: untouched"
+
+
+@pytest.mark.usefixtures("fake_libraries")
+def test_gpiod_requests_the_input_without_bias_and_outputs_inactive() -> None:
+    gpiod = _gpiod()
+    from gpiod.line import Bias, Direction, Value
+
+    chip = gpiod.fake_install_chip(CHIP)
+    # An earlier run left line 5 driven high when it released it.
+    gpiod.request_lines(
+        CHIP, {5: gpiod.LineSettings(direction=Direction.OUTPUT, output_value=Value.ACTIVE)}
+    ).release()
+    assert chip.level(5) == 1
+    seen = len(chip.lines[5].history)
+
+    backend = open_backend(
+        GPIOSettings(backend="gpiod", chip=CHIP, pin=17, power_hold_pin=5, led_pin=6)
+    )
+    line17 = chip.lines[17]
+    assert (line17.direction, line17.bias) == (Direction.INPUT, Bias.DISABLED)
+    assert line17.consumer == "telematics-agent" and line17.active_low is False
+    for level in (1, 0, 1):
+        chip.drive(17, level)
+        assert backend.read(17) == level
+    chip.drive(17, None)
+    assert _noise(lambda: backend.read(17)) == {0, 1}, "no pull hides a missing resistor"
+
+    assert chip.lines[5].direction == Direction.OUTPUT and chip.level(5) == 0
+    assert chip.lines[5].history[seen:] == [0]
+    assert chip.level(6) == 0
+    backend.write(5, True)
+    assert chip.level(5) == 1
+    backend.write(5, False)
+    assert chip.level(5) == 0
+
+    backend.close()
+    assert all(chip.lines[o].consumer is None for o in (5, 6, 17)), "lines handed back"
+    with pytest.raises(gpiod.RequestReleasedError):
+        backend.read(17)
+    gpiod.request_lines(CHIP, {17: None}, consumer="gpioget").release()  # free for others
+
+
+@pytest.mark.usefixtures("fake_libraries")
+def test_gpiod_line_held_by_another_program_is_a_clear_device_error() -> None:
+    gpiod = _gpiod()
+    gpiod.fake_install_chip(CHIP)
+    other = gpiod.request_lines(CHIP, {17: None}, consumer="gpiomon")
+    try:
+        with pytest.raises(DeviceUnavailableError, match="gpiochip0: cannot request GPIO lines"):
+            open_backend(GPIOSettings(backend="gpiod", chip=CHIP, pin=17))
+    finally:
+        other.release()
+
+
+@pytest.mark.parametrize("backend", ["rpigpio", "gpiod"])
+@pytest.mark.usefixtures("fake_libraries")
+def test_active_low_ignition_through_each_library_backend(backend: str) -> None:
+    if backend == "rpigpio":
+        drive = _rpi().fake_board.drive
+    else:
+        drive = _gpiod().fake_install_chip(CHIP).drive
+    drive(17, 0)  # active-low wiring: the ignition pulls the line low
+    settings = GPIOSettings(
+        backend=backend, chip=CHIP, pin=17, active_low=True, debounce_s=0.1, poll_s=0.01
+    )
+    got = Collector()
+    reader = IgnitionReader(settings, got, time.monotonic)
+    reader.start()
+    try:
+        assert got.wait(lambda s: len(s) == 1)
+        assert got.samples[0].on is True, "low = on, inverted exactly once"
+        drive(17, 1)
+        assert got.wait(lambda s: len(s) == 2)
+        assert got.samples[1].on is False
+    finally:
+        reader.stop()

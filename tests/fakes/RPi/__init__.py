@@ -1,0 +1,1 @@
+"""RPi (fake): the package that holds the RPi.GPIO fake."""
