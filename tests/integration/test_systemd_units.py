@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,10 @@ AGENT_UNIT = "telematics-agent.service"
 FIRSTBOOT_UNIT = "telematics-firstboot.service"
 UNITS = (AGENT_UNIT, FIRSTBOOT_UNIT)
 MAX_EXPOSURE = 2.0
+# With the gnss-clock drop-in: 1.5 plus the clock itself (capability, ambient capability,
+# ProtectClock=no, the @clock calls, which are also @privileged). docs/install.md says why no
+# other setting can pay for it; this bound keeps the figure from creeping up unnoticed.
+MAX_EXPOSURE_WITH_CLOCK = 2.2
 HOST_UNITS = Path("/usr/lib/systemd/system")
 ANALYZE = shutil.which("systemd-analyze") or "systemd-analyze"
 EXPOSURE_RE = re.compile(r"Overall exposure level for \S+: (\d+\.\d+)")
@@ -94,25 +99,35 @@ def test_verify_harness_catches_defects(unit_root: Path) -> None:
     assert "telematics-agent is not executable" in missing.stderr
 
 
-def test_agent_exposure_at_most_2() -> None:
+def test_agent_exposure_at_most_2(report_figure: Callable[[str, str], None]) -> None:
     result = analyze("security", "--offline=yes", str(SYSTEMD_DIR / AGENT_UNIT))
     figure = exposure(result.stdout)
-    print(f"systemd-analyze security --offline=yes {AGENT_UNIT}: exposure {figure}")
+    report_figure(
+        f"systemd-analyze security --offline=yes {AGENT_UNIT}",
+        f"exposure {figure} (at most {MAX_EXPOSURE})",
+    )
     assert figure <= MAX_EXPOSURE, result.stdout
 
 
-def test_gnss_clock_dropin_grants_exactly_the_clock(unit_root: Path) -> None:
+def test_gnss_clock_dropin_grants_exactly_the_clock(
+    unit_root: Path, report_figure: Callable[[str, str], None]
+) -> None:
     base = analyze("security", "--offline=yes", f"--root={unit_root}", AGENT_UNIT).stdout
     dropin_dir = unit_root / "etc/systemd/system" / f"{AGENT_UNIT}.d"
     dropin_dir.mkdir()
     shutil.copy(SYSTEMD_DIR / "gnss-clock.conf", dropin_dir / "gnss-clock.conf")
     clock = analyze("security", "--offline=yes", f"--root={unit_root}", AGENT_UNIT).stdout
-    print(f"exposure without / with gnss-clock.conf: {exposure(base)} / {exposure(clock)}")
+    report_figure(
+        f"systemd-analyze security --offline=yes {AGENT_UNIT} + gnss-clock.conf",
+        f"exposure {exposure(clock)} (without the drop-in {exposure(base)};"
+        f" at most {MAX_EXPOSURE_WITH_CLOCK}, see docs/install.md)",
+    )
 
     def failing(output: str) -> set[str]:
         return {line.split()[1] for line in output.splitlines() if line.startswith("✗")}
 
     assert exposure(base) <= MAX_EXPOSURE
+    assert exposure(clock) <= MAX_EXPOSURE_WITH_CLOCK, clock
     # The drop-in must open the clock (capability, protection and the @clock system calls,
     # which the unit's ~@privileged deny list would otherwise strip) and nothing else.
     assert failing(clock) - failing(base) == {

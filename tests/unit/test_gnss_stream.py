@@ -1,12 +1,7 @@
-"""GNSSStream (sans-IO link states) and the system clock setter."""
+"""GNSSStream (sans-IO link states); the clock setter is in test_clock_setter.py."""
 
 from __future__ import annotations
 
-import datetime as dt
-
-import pytest
-
-from drivers.clock import SystemClockSetter
 from drivers.gnss import GNSSSettings, GNSSStream
 from drivers.samples import GNSSFix, Link, LinkSample, LinkState, Sample
 
@@ -111,34 +106,6 @@ def test_settings_mirror_the_config_section() -> None:
         "set_system_clock",
     ):
         assert getattr(settings, name) == getattr(section, name), name
-
-
-UTC = dt.datetime(2025, 6, 2, 12, 0, 0, tzinfo=dt.UTC)
-
-
-def test_clock_set_when_far_off_only() -> None:
-    calls: list[float] = []
-    wall = [UTC.timestamp() - 3600.0]
-    setter = SystemClockSetter(2.0, now=lambda: wall[0], set_time=calls.append)
-    assert setter.observe(UTC) is True
-    assert calls == [UTC.timestamp()]
-    wall[0] = UTC.timestamp() + 0.5
-    assert setter.observe(UTC) is False  # within the threshold: leave NTP's clock alone
-    assert setter.steps == 1
-
-
-@pytest.mark.parametrize("error", [PermissionError(1, "Operation not permitted"), OSError(22, "x")])
-def test_clock_setting_without_capability_gives_up_once(error: OSError) -> None:
-    attempts: list[float] = []
-
-    def refuse(unix_s: float) -> None:
-        attempts.append(unix_s)
-        raise error
-
-    setter = SystemClockSetter(2.0, now=lambda: 0.0, set_time=refuse)
-    assert setter.observe(UTC) is False
-    assert setter.observe(UTC) is False
-    assert len(attempts) == 1 and not setter.enabled
 
 
 def test_unplug_emits_the_epoch_already_received_and_drops_the_partial_line() -> None:
