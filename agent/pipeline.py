@@ -18,6 +18,11 @@ from drivers.samples import Sample
 
 logger = logging.getLogger(__name__)
 
+# The pipeline thread handles what its drivers queued at most this often (see PipelineThread._run):
+# events and positions reach the spool at most this much later, well inside every bound we
+# document (the position flush window, event commit "at once").
+PACE_S = 0.2
+
 
 class NullDetector:
     """A detector that detects nothing (used where detection is switched off)."""
@@ -135,8 +140,10 @@ class PipelineThread:
         clock_mono: Callable[[], float],
         *,
         queue_size: int = 10000,
+        pace_s: float = PACE_S,
     ) -> None:
         self.core = core
+        self.pace_s = pace_s
         self._commit = commit
         self._clock_mono = clock_mono
         self.samples: queue.Queue[Sample | Callable[[], None]] = queue.Queue(queue_size)
@@ -179,10 +186,25 @@ class PipelineThread:
             except queue.Empty:
                 self._guarded(lambda: self._commit(self.core.tick(self._clock_mono())))
                 continue
-            if callable(item):
-                self._guarded(item)
-            else:
-                self._guarded(functools.partial(self._handle, item))
+            self._take(item)
+            # Everything that queued up meanwhile is handled in the same wake-up, then the thread
+            # rests for PACE_S. Samples carry their own timestamps, so detection does not care
+            # when they are handled. A wake-up costs about 0.1 ms of CPU on the development VM,
+            # more than handling a sample, and one per sample was 15-20 a second at 10 Hz GNSS
+            # and 5 OBD readings/s.
+            while True:
+                try:
+                    item = self.samples.get_nowait()
+                except queue.Empty:
+                    break
+                self._take(item)
+            self._stop.wait(self.pace_s)
+
+    def _take(self, item: Sample | Callable[[], None]) -> None:
+        if callable(item):
+            self._guarded(item)
+        else:
+            self._guarded(functools.partial(self._handle, item))
 
     def _handle(self, sample: Sample) -> None:
         self._commit(self.core.handle(sample))
