@@ -42,7 +42,10 @@ class GPIOBackend(Protocol):
 
     def write(self, pin: int, level: bool) -> None: ...
 
-    def close(self) -> None: ...
+    def close(self, keep: tuple[int, ...] = ()) -> None:
+        """Hand the pins back, except the outputs in ``keep``, which stay driven as they are
+        until the process exits (the power-hold line during a shutdown)."""
+        ...
 
 
 class SimulatedGPIO:
@@ -83,8 +86,9 @@ class SimulatedGPIO:
         os.replace(tmp, path)
         self.outputs[pin] = level
 
-    def close(self) -> None:
-        self.outputs.clear()
+    def close(self, keep: tuple[int, ...] = ()) -> None:
+        # The output files stay as last written, as a real line keeps its level.
+        self.outputs = {pin: level for pin, level in self.outputs.items() if pin in keep}
 
 
 class RPiGPIO:
@@ -119,8 +123,12 @@ class RPiGPIO:
     def write(self, pin: int, level: bool) -> None:
         self._gpio.output(pin, self._gpio.HIGH if level else self._gpio.LOW)
 
-    def close(self) -> None:
-        self._gpio.cleanup(list(self._pins))
+    def close(self, keep: tuple[int, ...] = ()) -> None:
+        # cleanup() turns a pin back into an input: for the power-hold line that would cut our
+        # own power in the middle of the shutdown, so a kept pin is left to the process exit.
+        pins = [pin for pin in self._pins if pin not in keep]
+        if pins:
+            self._gpio.cleanup(pins)
 
 
 class GpiodGPIO:
@@ -158,8 +166,11 @@ class GpiodGPIO:
     def write(self, pin: int, level: bool) -> None:
         self._request.set_value(pin, self._value.ACTIVE if level else self._value.INACTIVE)
 
-    def close(self) -> None:
-        self._request.release()
+    def close(self, keep: tuple[int, ...] = ()) -> None:
+        # One request holds every line and cannot give back only some, so with a line to keep
+        # the request stays open; the kernel releases it when the process exits.
+        if not keep:
+            self._request.release()
 
 
 class LEDPattern(StrEnum):
@@ -321,8 +332,10 @@ class IgnitionReader:
             self._thread = None
         self._drive(self.settings.led_pin, False)
         # Power-hold stays as last decided: releasing it here would cut our own power before
-        # the rest of the shutdown has run; the hardware releases it when the process is gone.
-        self._backend.close()
+        # the rest of the shutdown (pipeline commit, publisher drain) has run; the line is
+        # let go when the process is gone.
+        pin = self.settings.power_hold_pin
+        self._backend.close(keep=(pin,) if pin >= 0 and self.power_hold else ())
 
     def _run(self) -> None:
         s = self.settings

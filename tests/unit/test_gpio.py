@@ -394,3 +394,49 @@ def test_active_low_ignition_through_each_library_backend(backend: str) -> None:
         assert got.samples[1].on is False
     finally:
         reader.stop()
+
+
+@pytest.mark.parametrize("held", [True, False])
+@pytest.mark.parametrize("backend", ["rpigpio", "gpiod"])
+@pytest.mark.usefixtures("fake_libraries")
+def test_stopping_the_reader_keeps_a_held_power_line_driven(backend: str, held: bool) -> None:
+    """The drivers stop before the pipeline commits and the publisher drains: letting the
+    power-hold line go then would cut the Pi's power in the middle of its own shutdown."""
+    if backend == "rpigpio":
+        gpio = _rpi()
+        drive, level = gpio.fake_board.drive, gpio.fake_board.level
+
+        def released(pin: int) -> bool:
+            return bool(gpio.fake_board.pins[pin].function == gpio.IN)
+    else:
+        chip = _gpiod().fake_install_chip(CHIP)
+        drive, level = chip.drive, chip.level
+
+        def released(pin: int) -> bool:
+            return chip.lines[pin].consumer is None
+    drive(17, 1)
+    settings = GPIOSettings(
+        backend=backend, chip=CHIP, pin=17, power_hold_pin=5, led_pin=6, debounce_s=0.1,
+        poll_s=0.01,
+    )  # fmt: skip
+    reader = IgnitionReader(settings, Collector(), time.monotonic)
+    reader.start()
+    deadline = time.monotonic() + 5.0
+    while level(5) != 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert level(5) == 1, "power-hold is driven from the start"
+    if not held:
+        reader.power_hold = False  # the spool was flushed and the release delay ran out
+        deadline = time.monotonic() + 5.0
+        while level(5) != 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    reader.stop()
+    # A released line is an input again (RPi.GPIO) or back with the kernel (gpiod): its level
+    # is the outside circuit's business. A line still ours must be at the level we chose.
+    if held:
+        assert level(5) == 1 and not released(5), "the hold outlives the reader"
+    else:
+        assert released(5) or level(5) == 0
+    assert released(6) or level(6) == 0, "the LED goes dark"
+    if backend == "rpigpio":
+        assert released(17) and released(6) and released(5) is not held
