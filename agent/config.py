@@ -177,6 +177,13 @@ class IgnitionSection:
         min=0.0,
         max=86400.0,
     )
+    power_hold_max_s: float = _opt(
+        1800.0,
+        "after ignition off, release power-hold after this even if the spool has not drained"
+        " (no broker); the spool keeps its entries on disk; 0 = no bound",
+        min=0.0,
+        max=604800.0,
+    )
     led_pin: int = _opt(-1, "BCM GPIO of a status LED; -1 = none", min=-1, max=511)
 
 

@@ -186,7 +186,9 @@ class Daemon:
             # A missing GPIO library or chip is a setup problem: say which key and what to do.
             raise ConfigError(f"{cfg.source}: key 'ignition.backend': {exc}") from None
         if cfg.ignition.power_hold_pin >= 0:
-            self.power_hold = PowerHold(cfg.ignition.power_hold_release_s)
+            self.power_hold = PowerHold(
+                cfg.ignition.power_hold_release_s, cfg.ignition.power_hold_max_s
+            )
         self.drivers.append(self.gpio)
 
     def _watch_stages(self) -> None:

@@ -94,7 +94,9 @@ class SimulatedGPIO:
 class RPiGPIO:
     """RPi.GPIO with BCM numbering (Raspberry Pi 1-4)."""
 
-    def __init__(self, inputs: tuple[int, ...], outputs: tuple[int, ...]) -> None:
+    def __init__(
+        self, inputs: tuple[int, ...], outputs: tuple[int, ...], high: tuple[int, ...] = ()
+    ) -> None:
         try:
             rpi_gpio = importlib.import_module("RPi.GPIO")
         except ImportError:
@@ -114,7 +116,8 @@ class RPiGPIO:
             # shows as a flapping line instead of being hidden by the SoC's default pull.
             self._gpio.setup(pin, self._gpio.IN, pull_up_down=self._gpio.PUD_OFF)
         for pin in outputs:
-            self._gpio.setup(pin, self._gpio.OUT, initial=self._gpio.LOW)
+            level = self._gpio.HIGH if pin in high else self._gpio.LOW
+            self._gpio.setup(pin, self._gpio.OUT, initial=level)
         self._pins = inputs + outputs
 
     def read(self, pin: int) -> int:
@@ -134,7 +137,13 @@ class RPiGPIO:
 class GpiodGPIO:
     """libgpiod v2 bindings (``gpiod``): one line request holding every pin we use."""
 
-    def __init__(self, chip: str, inputs: tuple[int, ...], outputs: tuple[int, ...]) -> None:
+    def __init__(
+        self,
+        chip: str,
+        inputs: tuple[int, ...],
+        outputs: tuple[int, ...],
+        high: tuple[int, ...] = (),
+    ) -> None:
         try:
             import gpiod
             from gpiod.line import Bias, Direction, Value
@@ -149,10 +158,12 @@ class GpiodGPIO:
             # Bias.DISABLED, as RPi.GPIO's PUD_OFF: the default AS_IS would keep the pin's reset
             # pull (pull-down on most Pi GPIOs) and hide a missing external resistor.
             config[inputs] = gpiod.LineSettings(direction=Direction.INPUT, bias=Bias.DISABLED)
-        if outputs:
-            config[outputs] = gpiod.LineSettings(
-                direction=Direction.OUTPUT, output_value=Value.INACTIVE
-            )
+        for value, lines in (
+            (Value.ACTIVE, tuple(p for p in outputs if p in high)),
+            (Value.INACTIVE, tuple(p for p in outputs if p not in high)),
+        ):
+            if lines:
+                config[lines] = gpiod.LineSettings(direction=Direction.OUTPUT, output_value=value)
         try:
             self._request: Any = gpiod.request_lines(
                 chip, config=config, consumer="telematics-agent"
@@ -226,28 +237,44 @@ def led_level(pattern: LEDPattern, t_s: float) -> bool:
 class PowerHold:
     """Keeps the Pi powered after ignition off until the spool is flushed, then a grace delay.
 
-    Pure decision logic (no I/O): ``update`` says whether the hold output should be asserted.
+    Bounded by ``max_s`` after ignition off (0 = unbounded): a van parked out of coverage must
+    not drain its battery waiting for a broker. Releasing loses nothing, since the spool is on
+    disk and drains at the next drive. Pure decision logic (no I/O): ``update`` says whether
+    the hold output should be asserted.
     """
 
-    def __init__(self, release_s: float) -> None:
+    def __init__(self, release_s: float, max_s: float = 0.0) -> None:
         self.release_s = release_s
-        self._ignition_on = True  # hold from boot until we know better
+        self.max_s = max_s
         self._flushed_since: float | None = None
+        self._off_since: float | None = None
         self.released = False
 
     def update(self, now_s: float, ignition_on: bool | None, spool_flushed: bool) -> bool:
         if ignition_on is None or ignition_on:
             self._flushed_since = None
+            self._off_since = None
             self.released = False
             return True
+        if self._off_since is None:
+            self._off_since = now_s
+        if self.released:
+            return False
+        if self.max_s > 0 and now_s - self._off_since >= self.max_s:
+            logger.warning(
+                "spool not drained %.0f s after ignition off: releasing power-hold; the"
+                " spool keeps its entries for the next drive",
+                now_s - self._off_since,
+            )
+            self.released = True
+            return False
         if not spool_flushed:
             self._flushed_since = None
-            return not self.released
+            return True
         if self._flushed_since is None:
             self._flushed_since = now_s
         if now_s - self._flushed_since >= self.release_s:
-            if not self.released:
-                logger.info("spool flushed after ignition off: releasing power-hold")
+            logger.info("spool flushed after ignition off: releasing power-hold")
             self.released = True
         return not self.released
 
@@ -276,12 +303,16 @@ class GPIOSettings:
 def open_backend(settings: GPIOSettings) -> GPIOBackend:
     """The configured backend; GPIOLibraryError names the package to install."""
     outputs = tuple(p for p in (settings.power_hold_pin, settings.led_pin) if p >= 0)
+    # Power-hold starts high: the agent holds power from its first moment (IgnitionReader's
+    # power_hold starts True). Set up low and raised later, a restart while parked would drop
+    # the hold for a few milliseconds, which a latching power circuit may take as "release".
+    high = (settings.power_hold_pin,) if settings.power_hold_pin >= 0 else ()
     if settings.backend == "simulated":
         return SimulatedGPIO(settings.line_file)
     if settings.backend == "rpigpio":
-        return RPiGPIO((settings.pin,), outputs)
+        return RPiGPIO((settings.pin,), outputs, high)
     if settings.backend == "gpiod":
-        return GpiodGPIO(settings.chip, (settings.pin,), outputs)
+        return GpiodGPIO(settings.chip, (settings.pin,), outputs, high)
     raise ValueError(f"unknown GPIO backend {settings.backend!r}")
 
 

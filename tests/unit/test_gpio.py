@@ -219,6 +219,21 @@ def test_power_hold_delay_restarts_when_new_data_arrives() -> None:
     assert not hold.update(22.0, False, spool_flushed=True)
 
 
+def test_power_hold_gives_up_waiting_for_the_broker_after_max_s() -> None:
+    hold = PowerHold(release_s=60.0, max_s=1800.0)
+    assert hold.update(0.0, True, spool_flushed=False)
+    assert hold.update(100.0, False, spool_flushed=False), "off at 100 s, spool full: hold"
+    assert hold.update(1899.0, False, spool_flushed=False)
+    assert not hold.update(1900.0, False, spool_flushed=False), "30 min after off: release"
+    assert not hold.update(1901.0, False, spool_flushed=True), "stays released"
+    assert hold.update(2000.0, True, spool_flushed=False), "next drive: hold again"
+    assert hold.update(3000.0, False, spool_flushed=False), "and the bound starts afresh"
+    assert not hold.update(4800.0, False, spool_flushed=False)
+    unbounded = PowerHold(release_s=60.0, max_s=0.0)
+    assert unbounded.update(0.0, False, spool_flushed=False)
+    assert unbounded.update(1e6, False, spool_flushed=False), "0: wait for the spool forever"
+
+
 @pytest.mark.skipif(
     importlib.util.find_spec("RPi") is not None,
     reason="on a Pi RPi.GPIO is installed; this checks the message where it is not",
@@ -290,25 +305,26 @@ def test_rpigpio_reads_the_line_by_bcm_number_without_internal_pull() -> None:
 
 
 @pytest.mark.usefixtures("fake_libraries")
-def test_rpigpio_outputs_start_low_and_close_releases_only_our_channels() -> None:
+def test_rpigpio_outputs_start_at_their_level_and_close_releases_only_our_channels() -> None:
     gpio = _rpi()
     board = gpio.fake_board
-    # An earlier run left GPIO 5's output latch high, and another part of this process drives
-    # GPIO 22: set-up without `initial` would drive 5 high at once.
+    # An earlier run left GPIO 6's output latch high, and another part of this process drives
+    # GPIO 22: set-up without `initial` would light the LED at once.
     gpio.setmode(gpio.BCM)
-    gpio.setup(5, gpio.OUT, initial=gpio.HIGH)
-    gpio.cleanup(5)
-    assert board.pins[5].latch == 1
+    gpio.setup(6, gpio.OUT, initial=gpio.HIGH)
+    gpio.cleanup(6)
+    assert board.pins[6].latch == 1
     gpio.setup(22, gpio.OUT, initial=gpio.HIGH)
-    seen = len(board.pins[5].history)
+    seen_led, seen_hold = len(board.pins[6].history), len(board.pins[5].history)
 
     backend = open_backend(GPIOSettings(backend="rpigpio", pin=17, power_hold_pin=5, led_pin=6))
     assert board.pins[5].function == gpio.OUT and board.pins[6].function == gpio.OUT
-    assert board.level(5) == 0 and board.level(6) == 0
-    assert board.pins[5].history[seen:] == [0], "no high glitch while setting up"
-    backend.write(5, True)
+    assert board.pins[6].history[seen_led:] == [0], "the LED never glitches high"
+    # Power-hold is high from its very first level: never a low glitch on a restart.
+    assert board.level(5) == 1 and 0 not in board.pins[5].history[seen_hold:]
+    backend.write(5, False)
     backend.write(6, True)
-    assert (board.level(5), board.level(6)) == (1, 1)
+    assert (board.level(5), board.level(6)) == (0, 1)
     backend.write(6, False)
     assert board.level(6) == 0
 
@@ -321,17 +337,17 @@ def test_rpigpio_outputs_start_low_and_close_releases_only_our_channels() -> Non
 
 
 @pytest.mark.usefixtures("fake_libraries")
-def test_gpiod_requests_the_input_without_bias_and_outputs_inactive() -> None:
+def test_gpiod_requests_the_input_without_bias_and_outputs_at_their_level() -> None:
     gpiod = _gpiod()
     from gpiod.line import Bias, Direction, Value
 
     chip = gpiod.fake_install_chip(CHIP)
-    # An earlier run left line 5 driven high when it released it.
+    # An earlier run left the LED's line 6 driven high when it released it.
     gpiod.request_lines(
-        CHIP, {5: gpiod.LineSettings(direction=Direction.OUTPUT, output_value=Value.ACTIVE)}
+        CHIP, {6: gpiod.LineSettings(direction=Direction.OUTPUT, output_value=Value.ACTIVE)}
     ).release()
-    assert chip.level(5) == 1
-    seen = len(chip.lines[5].history)
+    assert chip.level(6) == 1
+    seen, seen_led = len(chip.lines[5].history), len(chip.lines[6].history)
 
     backend = open_backend(
         GPIOSettings(backend="gpiod", chip=CHIP, pin=17, power_hold_pin=5, led_pin=6)
@@ -345,13 +361,15 @@ def test_gpiod_requests_the_input_without_bias_and_outputs_inactive() -> None:
     chip.drive(17, None)
     assert _noise(lambda: backend.read(17)) == {0, 1}, "no pull hides a missing resistor"
 
-    assert chip.lines[5].direction == Direction.OUTPUT and chip.level(5) == 0
-    assert chip.lines[5].history[seen:] == [0]
-    assert chip.level(6) == 0
-    backend.write(5, True)
-    assert chip.level(5) == 1
+    # Power-hold is driven high from the request on, the LED low.
+    assert chip.lines[5].direction == Direction.OUTPUT and chip.level(5) == 1
+    assert 0 not in chip.lines[5].history[seen:]
+    assert chip.lines[6].direction == Direction.OUTPUT and chip.level(6) == 0
+    assert chip.lines[6].history[seen_led:] == [0], "the LED never glitches high"
     backend.write(5, False)
     assert chip.level(5) == 0
+    backend.write(5, True)
+    assert chip.level(5) == 1
 
     backend.close()
     assert all(chip.lines[o].consumer is None for o in (5, 6, 17)), "lines handed back"
