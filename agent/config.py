@@ -227,6 +227,13 @@ class ReportSection:
     min_interval_s: float = _opt(
         1.0, "never report more often than this; 0 = report every fix", min=0.0, max=3600.0
     )
+    engine_interval_s: float = _opt(
+        300.0,
+        "an OBD engine summary (fuel used, idle time, averages, newest levels) on the engine"
+        " topic per this many seconds of readings, and at ignition off; 0 = none",
+        min=0.0,
+        max=86400.0,
+    )
 
 
 _TABLE = "ARCHITECTURE.md event table"

@@ -19,6 +19,7 @@ from agent.config import Config, load
 from agent.detectors import build_detectors
 from agent.driverconfig import gnss_settings, gpio_settings, obd_settings
 from agent.encoder import Encoder, Identity, Lane, Message, read_boot_id
+from agent.engine import EngineSummarizer
 from agent.errors import ConfigError
 from agent.events import Detector
 from agent.geofence import configured_geofences
@@ -107,6 +108,7 @@ class Daemon:
             self.timebase,
             flush_interval_s=cfg.spool.flush_interval_s,
             max_batch_records=cfg.spool.max_batch_records,
+            engine=EngineSummarizer(cfg.report.engine_interval_s),
         )
         self.pipeline = PipelineThread(self.core, self._commit, self.clock.monotonic)
         self.device = DeviceStatus(self.clock.monotonic)
@@ -311,6 +313,9 @@ class Daemon:
             self.core.detector = detector
         if reporter is not None:
             self.core.reporter = reporter
+        if cfg.report.engine_interval_s != old.report.engine_interval_s:
+            # The open window keeps its readings; only where it closes changes.
+            self.core.engine.interval_s = cfg.report.engine_interval_s
         self.core.flush_interval_s = cfg.spool.flush_interval_s
         self.core.max_batch_records = cfg.spool.max_batch_records
         self.cfg = cfg

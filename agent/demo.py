@@ -87,6 +87,18 @@ def _where(rec: Mapping[str, Any]) -> str:
     return f"{lat:.5f},{lon:.5f}  {speed if isinstance(speed, (int, float)) else 0:.0f} km/h"
 
 
+# What the engine line shows, in this order, when the summary has it.
+_ENGINE_FIGURES = (
+    ("fuel_used_l", "fuel", " L"),
+    ("idle_s", "idle", " s"),
+    ("rpm_avg", "rpm", ""),
+    ("speed_kmh_avg", "speed", " km/h"),
+    ("coolant_c", "coolant", " C"),
+    ("fuel_level_pct", "tank", " %"),
+    ("voltage_v", "battery", " V"),
+)
+
+
 def describe(topic: str, payload: Mapping[str, Any]) -> str:
     """One readable line for a message seen on the broker: every v1 kind, and anything else."""
     role = topic_role(topic)
@@ -125,7 +137,13 @@ def describe(topic: str, payload: Mapping[str, Any]) -> str:
             f"  seq {payload.get('seq')}"
         )
     if kind == "engine":
-        return f"{ts}  engine  {json.dumps(payload.get('data', {}))[:90]}"
+        data = payload.get("data") or {}
+        window = data.get("window_s")
+        parts = [f"{window:g} s" if isinstance(window, (int, float)) else "? s"]
+        for key, label, unit in _ENGINE_FIGURES:
+            if isinstance(data.get(key), (int, float)):
+                parts.append(f"{label} {data[key]:g}{unit}")
+        return f"{ts}  engine  {'  '.join(parts)}  seq {payload.get('seq')}"
     if kind == "cmd_result":
         name = role.name if role is not None else "?"
         outcome = "ok" if payload.get("ok") else f"FAILED: {payload.get('error', '')}"[:80]

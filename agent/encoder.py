@@ -13,6 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from agent.engine import EngineSummary
 from agent.events import Event
 from agent.reporter import Position
 from agent.sequence import SequenceCounter
@@ -143,6 +144,11 @@ class Encoder:
         else:
             payload["records"] = list(records)
         return Message(self.identity.topic("pos"), payload, Lane.POSITION)
+
+    def engine(self, summary: EngineSummary) -> Message:
+        payload = self.envelope("engine", summary.ts_mono)
+        payload["data"] = dict(summary.data)
+        return Message(self.identity.topic("engine"), payload, Lane.ENGINE)
 
     def event(self, event: Event) -> Message:
         payload = self.envelope("event", event.ts_mono)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agent.encoder import Encoder, Lane, Message
+from agent.engine import EngineSummarizer
 from agent.events import Detector, Event
 from agent.reporter import PositionReporter
 from agent.timebase import TimeBase
@@ -55,10 +56,12 @@ class PipelineCore:
         *,
         flush_interval_s: float,
         max_batch_records: int,
+        engine: EngineSummarizer | None = None,
     ) -> None:
         self.encoder = encoder
         self.detector = detector
         self.reporter = reporter
+        self.engine = engine or EngineSummarizer(0.0)
         self.timebase = timebase
         self.flush_interval_s = flush_interval_s
         self.max_batch_records = max_batch_records
@@ -74,6 +77,7 @@ class PipelineCore:
         self._last_ts = max(self._last_ts, sample.ts_mono)
         out: list[Message] = []
         out.extend(self._events(self.detector.feed(sample)))
+        out.extend(self.encoder.engine(s) for s in self.engine.feed(sample))
         for pos in self.reporter.feed(sample):
             record = self.encoder.position_record(pos)
             if not self._pending:
@@ -88,6 +92,7 @@ class PipelineCore:
     def tick(self, now_mono: float) -> list[Message]:
         """Let time pass without a sample: detector confirmations, due position batches."""
         out = self._events(self.detector.tick(now_mono))
+        out.extend(self.encoder.engine(s) for s in self.engine.tick(now_mono))
         since = self._pending_since
         if self._pending and since is not None and now_mono - since >= self.flush_interval_s:
             out.extend(self.flush())
@@ -96,7 +101,8 @@ class PipelineCore:
     def finish(self, now_mono: float) -> list[Message]:
         """At shutdown or the end of a replay: every held-back event, then all positions."""
         events = self.detector.tick(now_mono) + self.detector.flush()
-        return self._events(events) + self.flush()
+        engine = [self.encoder.engine(s) for s in self.engine.flush()]
+        return self._events(events) + engine + self.flush()
 
     def _events(self, events: list[Event]) -> list[Message]:
         self.events_seen += len(events)

@@ -30,6 +30,7 @@ from agent.config import Config
 from agent.detectors import DetectorChain, build_detectors
 from agent.driverconfig import obd_settings
 from agent.encoder import Encoder, Identity, Message
+from agent.engine import EngineSummarizer
 from agent.errors import AgentError, ConfigError
 from agent.geofence import GeofenceError, GeofenceSet, configured_geofences
 from agent.pipeline import PipelineCore
@@ -122,6 +123,7 @@ class Replayer:
             timebase,
             flush_interval_s=cfg.spool.flush_interval_s,
             max_batch_records=cfg.spool.max_batch_records,
+            engine=EngineSummarizer(cfg.report.engine_interval_s),
         )
         self._now = 0.0
 

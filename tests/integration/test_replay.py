@@ -86,7 +86,17 @@ def test_replay_writes_every_message_valid_against_its_schema(urban: dict[str, P
         truth_end["data"]["fuel_used_l"], rel=0.15
     )
     # Every spooled record has its own seq, with no gaps: backends rebuild order from it.
-    seqs = [m["payload"]["seq"] for m in messages if "/event/" in m["topic"]]
+    seqs = [
+        m["payload"]["seq"]
+        for m in messages
+        if "/event/" in m["topic"] or m["topic"].endswith("/engine")
+    ]
+    engine = [m["payload"]["data"] for m in messages if m["topic"].endswith("/engine")]
+    assert engine, "the urban round's engine runs: summaries on the engine topic"
+    # The summaries cover the engine's fuel: the trip's fuel, plus the idling before it.
+    assert sum(e["fuel_used_l"] for e in engine) == pytest.approx(
+        truth_end["data"]["fuel_used_l"], rel=0.25
+    )
     for m in messages:
         if m["topic"].endswith("/pos"):
             seqs += [r["seq"] for r in m["payload"]["records"]]

@@ -105,10 +105,13 @@ def test_health_shows_the_spool_depth_and_the_broker_link() -> None:
     assert _line(f"{BASE}/health", payload) == "08:00:05  health  spool depth 4  broker up  seq 3"
 
 
-def test_engine_shows_its_readings() -> None:
-    payload = {"schema": "engine/1", **ENVELOPE, "seq": 9, "data": {"rpm": 820, "coolant_c": 88}}
+def test_engine_shows_fuel_idle_and_levels() -> None:
+    data = {"window_s": 300.0, "readings": 940, "fuel_used_l": 0.312, "idle_s": 45.0,
+            "rpm_avg": 1692.8, "coolant_c": 88.0, "fuel_level_pct": 53.73}
+    payload = {"schema": "engine/1", **ENVELOPE, "seq": 9, "data": data}
     assert _line(f"{BASE}/engine", payload) == (
-        '08:00:05  engine  {"rpm": 820, "coolant_c": 88}'
+        "08:00:05  engine  300 s  fuel 0.312 L  idle 45 s  rpm 1692.8  coolant 88 C"
+        "  tank 53.73 %  seq 9"
     )
 
 
