@@ -17,6 +17,7 @@ import json
 import math
 import operator
 import string
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from agent.clock import VirtualClock
 from agent.commands import NAMES, CommandProcessor
 from agent.encoder import Encoder, Identity, Message
 from agent.errors import ConfigError
-from agent.overrides import Overrides
+from agent.overrides import Overrides, allowed
 from agent.sequence import SequenceCounter
 from agent.timebase import TimeBase
 from drivers.elm327 import (
@@ -213,6 +214,140 @@ def test_config_changes_by_dotted_key(changes: dict[str, Any]) -> None:
         config.replace_keys(config.Config(), changes)
 
 
+# Configuration files as text: what a technician's editor (or a corrupted SD card) can leave
+# in agent.toml, through tomllib and the loader. Only ConfigError may come out.
+
+TOML_TOKENS = [
+    "\n", "\r\n", " ", "\t", "[", "]", "[[", "]]", "=", " = ", ",", ".", "{", "}", "#", '"', "'",
+    '"""', "'''", "\\", "\\u00", "\\U0001F600", "\x00", "\x7f", "\ufeff", "\udcff",
+    "device", "id", '"van-1"', "mqtt", "port", "tls", "spool", "detect.harsh",
+]
+TOML_VALUES = [
+    '"van-1"', "'literal'", '"""multi\nline"""', '"\\u00e9"', '"unterminated', '"\\x"', "[]",
+    "[1, 2.5]", "[-3.0, -4.0, -5.0]", "{}", "{a = 1}", "true", "false", "inf", "-inf", "nan",
+    "+nan", "-0", "0x", "0xff", "0o7", "0b1", "1e400", "-1e400", "1_000", "1__0", "0.", ".5",
+    "07", "1979-05-27T07:32:00Z", "1979-05-27", "1979-13-45", "07:32:00", "24:00:00",
+    "9223372036854775807", "9223372036854775808", "-9223372036854775809",
+    "1" + "0" * 4400, "0x" + "f" * 5000, "[" * 1100, "{a=" * 600,
+]
+TOML_HEADERS = ["[device]", "[mqtt]", "[mqtt.tls]", "[[mqtt]]", "[detect.harsh]", "[gnss]", "[",
+                "[device.id]", '["device"]', "[ spool ]", "[agent]"]
+LEAF_NAMES = sorted({key.rsplit(".", 1)[-1] for key in KEYS})
+toml_line = st.one_of(
+    st.builds(
+        "{} = {}".format,
+        st.sampled_from(LEAF_NAMES) | st.sampled_from(["a", '"q"', "a.b", "", "mqtt.port"]),
+        st.sampled_from(TOML_VALUES) | st.text(max_size=6),
+    ),
+    st.sampled_from(TOML_HEADERS),
+    st.lists(st.sampled_from(TOML_TOKENS) | st.text(max_size=4), max_size=8).map("".join),
+)
+toml_ish = st.lists(toml_line, max_size=12).map("\n".join)
+
+
+@FUZZ
+@given(toml_ish)
+def test_config_text_that_is_almost_toml(text: str) -> None:
+    _load_text_or_config_error(text)
+
+
+def _toml_key(key: str) -> str:
+    if key and all(c in string.ascii_letters + string.digits + "_-" for c in key):
+        return key
+    return _toml_string(key)
+
+
+def _toml_string(text: str) -> str:
+    # JSON's escapes are TOML's, but TOML forbids surrogate-pair escapes (hence the raw
+    # characters, ensure_ascii=False) and a raw DEL.
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        # Hexadecimal escapes int()'s 4300-digit limit, so huge integers reach the loader.
+        return hex(value) if value > 10**30 else str(value)
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else repr(value)
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    assert isinstance(value, dict)
+    return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+
+
+def _toml_document(doc: dict[str, Any], path: tuple[str, ...] = ()) -> str:
+    """``doc`` as a TOML file: nested tables as [headers], inline tables only inside arrays."""
+    tables = {k: v for k, v in doc.items() if isinstance(v, dict)}
+    scalars = [(k, v) for k, v in doc.items() if k not in tables]
+    text = "".join(f"{_toml_key(k)} = {_toml_value(v)}\n" for k, v in scalars)
+    for key, table in tables.items():
+        sub = (*path, key)
+        text += "[" + ".".join(_toml_key(k) for k in sub) + "]\n"
+        text += _toml_document(table, sub)
+    return text
+
+
+toml_scalar = st.one_of(
+    st.booleans(),
+    st.integers(),
+    st.sampled_from([0, -1, 2**63 - 1, 2**63, -(2**63) - 1, 10**400, 16**1000]),
+    st.floats(),
+    st.floats(-1e6, 1e6),
+    st.text(st.characters(exclude_categories=["Cs"]), max_size=20),
+    st.sampled_from(["", "auto", "json", "debug", "/dev/null", "van-1", "5", "3.1.1"]),
+    st.datetimes(timezones=st.none() | st.just(dt.UTC)),
+    st.dates(),
+    st.times(),
+)
+toml_value = st.recursive(
+    toml_scalar,
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+# Mostly real keys with scalar values, so most documents get past the unknown-key and type
+# checks (the first error wins) and reach the range checks and conversions behind them.
+real_keys = st.dictionaries(
+    st.sampled_from(KEYS), toml_scalar | toml_scalar | toml_value, max_size=6
+)
+stray_keys: st.SearchStrategy[dict[str, Any]] = st.just({}) | st.dictionaries(
+    st.text(max_size=12), toml_value, max_size=2
+)
+
+
+@FUZZ
+@given(real_keys, stray_keys, st.booleans())
+def test_config_valid_toml_documents_with_real_keys(
+    real: dict[str, Any], stray: dict[str, Any], with_id: bool
+) -> None:
+    doc = _nest({**stray, **real})
+    device = doc.setdefault("device", {})
+    if with_id and isinstance(device, dict):
+        device.setdefault("id", "van-1")
+    text = _toml_document(doc)
+    tomllib.loads(text)  # the strategy writes valid TOML: this tests the loader, not tomllib
+    _load_text_or_config_error(text)
+
+
+def _load_text_or_config_error(text: str) -> None:
+    try:
+        cfg = config.loads(text, source="fuzz.toml")
+    except ConfigError as exc:
+        message = str(exc)
+        assert message.startswith("fuzz.toml: "), message
+        assert "\n" not in message, message
+        return
+    cfg.digest()  # a configuration that loads can be hashed
+
+
 # -- command payloads ------------------------------------------------------------------------
 
 
@@ -248,15 +383,27 @@ json_value = st.recursive(
                                                                  max_size=4),
     max_leaves=12,
 )
+# Ids and changes that pass the schemas most of the time, so requests reach the commands
+# themselves (and the configuration rules) rather than stopping at validation.
+request_id = st.from_regex(r"[A-Za-z0-9._:-]{1,64}", fullmatch=True)
+change_value = st.one_of(
+    json_value,
+    st.sampled_from([0, -1, 0.5, 2**63, 10**400, 1e308, 5e-324, True, "x" * 600]),
+    st.lists(st.floats(allow_nan=False) | st.integers(), max_size=6),
+)
 request_doc = st.fixed_dictionaries(
     {},
     optional={
-        "id": st.text(max_size=70) | st.integers() | st.none(),
-        "changes": st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=12), json_value,
-                                   max_size=3),
-        "extra": json_value,
+        "id": request_id | request_id | st.text(max_size=70) | st.integers() | st.none(),
+        "changes": st.dictionaries(
+            st.sampled_from([k for k in KEYS if allowed(k)])
+            | st.sampled_from(KEYS)
+            | st.text(max_size=12),
+            change_value,
+            max_size=3,
+        ),
     },
-)
+).flatmap(lambda doc: st.just(doc) | st.builds(lambda extra: {**doc, "extra": extra}, json_value))
 payload_bytes = st.one_of(
     request_doc.map(lambda d: json.dumps(d).encode()),
     json_value.map(lambda v: json.dumps(v).encode()),
@@ -264,6 +411,22 @@ payload_bytes = st.one_of(
     st.sampled_from([b"", b"{", b"NaN", b'{"id": NaN}', b'{"a": Infinity}', b"[" * 5000,
                      b"\xff\xfe{}", b'{"id": "x"}' + b" " * 5000]),
 )
+any_request = st.tuples(st.sampled_from([*NAMES, "reboot", "x" * 65, "", "ping/../x"]),
+                        payload_bytes)
+# Requests the schemas accept, half of them set_config with allowed keys: the ones that run
+# the command itself and the configuration rules behind it.
+well_formed_request = st.one_of(
+    st.tuples(st.sampled_from(NAMES), st.builds(lambda i: {"id": i}, request_id)),
+    st.tuples(
+        st.just("set_config"),
+        st.builds(
+            lambda i, changes: {"id": i, "changes": changes},
+            request_id,
+            st.dictionaries(st.sampled_from([k for k in KEYS if allowed(k)]), change_value,
+                            min_size=1, max_size=3),
+        ),
+    ),
+).map(lambda r: (r[0], json.dumps(r[1]).encode()))
 
 
 def test_command_payloads_get_one_schema_valid_answer_or_none(tmp_path: Path) -> None:
@@ -278,8 +441,9 @@ def test_command_payloads_get_one_schema_valid_answer_or_none(tmp_path: Path) ->
     schema = json.loads((REPO / "agent" / "schemas" / "cmd_result.json").read_text())
 
     @FUZZ
-    @given(st.sampled_from([*NAMES, "reboot", "x" * 65, "", "ping/../x"]), payload_bytes)
-    def run(name: str, payload: bytes) -> None:
+    @given(any_request | well_formed_request)
+    def run(request: tuple[str, bytes]) -> None:
+        name, payload = request
         before = len(answers)
         processor.on_command(name, payload)  # the publisher's entry point
         processor.tick()  # confirm (or roll back) a set_config at once
@@ -288,5 +452,11 @@ def test_command_payloads_get_one_schema_valid_answer_or_none(tmp_path: Path) ->
         for m in new:
             jsonschema.validate(m.payload, schema)
             assert m.topic.endswith("/result"), m.topic
+            # handle() turns any exception into an "internal error" answer, which is
+            # schema-valid: without this, a crash behind a command would pass the fuzz.
+            error = m.payload.get("error")
+            assert not (isinstance(error, str) and error.startswith("internal error")), (
+                name, payload, m.payload
+            )
 
     run()
