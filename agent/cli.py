@@ -16,7 +16,7 @@ from agent.errors import AgentError, ConfigError
 logger = logging.getLogger("agent")
 
 # Subcommands living in their own modules: each has add_parser(subparsers) and run(args).
-_MODULES = (
+SUBCOMMAND_MODULES = (
     "agent.check",
     "agent.provision",
     "agent.status",
@@ -40,7 +40,17 @@ def setup_logging(level: str = "info") -> None:
     logging.getLogger("pint").setLevel(logging.ERROR)
 
 
-def build_parser() -> argparse.ArgumentParser:
+class InstallationError(AgentError):
+    """A module of the package is missing or cannot be imported: the installation is broken."""
+
+
+def build_parser(modules: Sequence[str] = SUBCOMMAND_MODULES) -> argparse.ArgumentParser:
+    """The parser of every subcommand; raises ``InstallationError`` if one cannot be imported.
+
+    Every subcommand ships in the same package, so a missing module is a corrupt install
+    (a half-written image, a file deleted by hand), never an optional part. Leaving the
+    command out would show the technician "invalid choice: 'check'" instead of the cause.
+    """
     parser = argparse.ArgumentParser(
         prog="telematics-agent",
         description="Edge telematics agent: GNSS, OBD-II, fleet events, store-and-forward MQTT.",
@@ -50,13 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the daemon")
     run.add_argument("--config", required=True, help="configuration file (TOML)")
     run.set_defaults(func=_run)
-    for name in _MODULES:
+    for name in modules:
         try:
             module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
+        except ImportError as exc:
+            # Also a dependency missing from the image (exc.name names it): same remedy.
+            raise InstallationError(
+                f"broken installation: cannot import {name} ({exc}); reinstall telematics-agent"
+            ) from None
         module.add_parser(sub)
     return parser
 
@@ -103,7 +114,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # First thing, before the subcommands' imports: see EarlyStop.
     early = EarlyStop() if words[:1] == ["run"] else None
     setup_logging()
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except InstallationError as exc:
+        print(f"telematics-agent: {exc}", file=sys.stderr)
+        return 1
     args = parser.parse_args(words)
     args.early_stop = early
     if not getattr(args, "func", None):
