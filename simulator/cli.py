@@ -19,6 +19,7 @@ from simulator.elm327 import VARIANTS, ELM327Server
 from simulator.ignition import IgnitionLine
 from simulator.model import DT_S, LiveVehicle, RouteError, VehicleModel
 from simulator.nmea import Talker
+from simulator.playback import Channel, Playback
 from simulator.pty import PtyDevice
 from simulator.scenario import Scenario, ScenarioError, bundled_names, load_scenario
 from simulator.talker import GNSSTalker, Receiver
@@ -27,6 +28,7 @@ from simulator.truth import derive_truth, write_truth
 logger = logging.getLogger(__name__)
 
 EXIT_USAGE = 2
+UART_BAUDS = (4800, 9600, 19200, 38400, 57600, 115200)  # what GNSS receivers ship with
 GARBAGE_ON_DEMAND_BYTES = 64  # SIGUSR1
 BAD_CHECKSUMS_ON_DEMAND = 3  # SIGUSR2
 
@@ -79,6 +81,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--time-scale", type=_time_scale, default=1.0)
     run.add_argument("--elm-latency-ms", type=_latency_ms, default=30.0)
     run.add_argument("--dir", type=Path, default=None, help="run directory (default: a temp dir)")
+    run.add_argument(
+        "--gnss-baud",
+        type=int,
+        choices=UART_BAUDS,
+        default=None,
+        help="give the receiver a real UART at this speed: a reader set to another speed gets"
+        " garbage (default: a plain pseudo-terminal, which ignores the speed)",
+    )
     run.add_argument("--hold", action="store_true", help="keep the devices alive after the end")
 
     record = commands.add_parser("record", help="write the drive as a capture file, fast")
@@ -183,12 +193,20 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGUSR1, on_fault)
     signal.signal(signal.SIGUSR2, on_fault)
 
-    if args.truth is not None:
-        write_truth(derive_truth(model), args.truth)
+    # The truth of a live run is what its devices played, and when (see simulator.playback);
+    # it is written at the end, or at the stop.
+    playback = Playback(derive_truth(model))
     ignition = IgnitionLine(run_dir / "ignition")
     ignition.set(model.ignition[0])
+    playback.show(Channel.IGNITION, 0.0, 0.0)  # before the clock starts
     live = LiveVehicle(model, args.time_scale)
-    gnss = GNSSTalker(model, live, PtyDevice(run_dir / "gnss0"), receiver)
+    gnss = GNSSTalker(
+        model,
+        live,
+        PtyDevice(run_dir / "gnss0", baud=args.gnss_baud),
+        receiver,
+        shown=lambda t_s, now_s: playback.show(Channel.GNSS, t_s, now_s),
+    )
     obd = ELM327Server(live, run_dir / "obd0", args.elm_variant, args.elm_latency_ms / 1000.0)
     try:
         gnss.start()
@@ -207,14 +225,24 @@ def _run(args: argparse.Namespace) -> int:
             ),
             flush=True,
         )
-        _drive(model, live, ignition, stop)
+        _drive(model, live, ignition, playback, stop)
         if args.hold:
             while not stop.wait(1.0):
                 pass
     finally:
+        end_s = live.now_s()
+        playback.show(Channel.OBD, end_s, end_s)  # the adapter answered until now
         gnss.stop()
         obd.stop()
         ignition.remove()
+        if args.truth is not None:
+            write_truth(playback.events(), args.truth)
+            logger.info(
+                "truth: %d events played, %d not reached; largest delay %s",
+                len(playback.events()),
+                playback.unplayed(),
+                ", ".join(f"{c} {d:.2f} s" for c, d in playback.max_delay_s.items()),
+            )
         if created_dir:
             for leftover in run_dir.iterdir():
                 if leftover.is_symlink():
@@ -232,9 +260,17 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _drive(
-    model: VehicleModel, live: LiveVehicle, ignition: IgnitionLine, stop: threading.Event
+    model: VehicleModel,
+    live: LiveVehicle,
+    ignition: IgnitionLine,
+    playback: Playback,
+    stop: threading.Event,
 ) -> None:
-    """Follow the scenario in scaled real time: drive the ignition line until the end."""
+    """Follow the scenario in scaled real time: drive the ignition line until the end.
+
+    The adapter answers each request with the state of that moment, so what it shows is simply
+    the clock: this loop reports it to ``playback`` as it goes, along with the line's changes.
+    """
     changes = [
         (k * DT_S, model.ignition[k])
         for k in range(1, model.n)
@@ -243,13 +279,16 @@ def _drive(
     changes.append((model.duration_s, model.ignition[-1]))
     for t_s, level in changes:
         while not stop.is_set():
-            remaining_s = t_s - live.now_s()
+            now_s = live.now_s()
+            playback.show(Channel.OBD, now_s, now_s)
+            remaining_s = t_s - now_s
             if remaining_s <= 0:
                 break
             stop.wait(min(remaining_s / live.time_scale, 0.5))
         if stop.is_set():
             return
         ignition.set(level)
+        playback.show(Channel.IGNITION, t_s, live.now_s())
 
 
 if __name__ == "__main__":

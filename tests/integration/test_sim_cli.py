@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import itertools
 import json
 import os
 import select
@@ -11,12 +13,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pynmea2
 import pytest
 
+from simulator.ignition import read_level
 from simulator.model import VehicleModel
 from simulator.scenario import load_scenario
 from simulator.truth import derive_truth, read_truth
@@ -157,11 +161,10 @@ def test_run_at_x60_streams_the_model_and_writes_its_truth(
     assert fixes >= 30  # x60 at 1 Hz: ~60 epochs per real second
     assert proc.wait(timeout=model.duration_s / 60 + 10) == 0
     assert not any(run_dir.iterdir())  # devices and line file removed
-    # The truth is the model's: the same at x60 as at x1 (or with no clock at all).
+    # The truth of the run is what it played: the model's events, none more than a second late.
     x60 = read_truth(truth_path)
     direct = [json.loads(e.to_json()) for e in derive_truth(model)]
-    assert [e["type"] for e in x60] == [e["type"] for e in direct]
-    assert all(abs(a["t_s"] - b["t_s"]) <= 1.0 for a, b in zip(x60, direct, strict=True))
+    _assert_played_in_time(x60, direct)
     assert "harsh_brake" in [e["type"] for e in x60]
     out = subprocess.run(
         [sys.executable, "-m", "simulator.cli", "truth", "--scenario", str(scenario)],
@@ -170,7 +173,191 @@ def test_run_at_x60_streams_the_model_and_writes_its_truth(
         timeout=30,
         check=True,
     )
-    assert [json.loads(line) for line in out.stdout.splitlines()] == x60
+    assert [json.loads(line) for line in out.stdout.splitlines()] == direct
+
+
+def _assert_played_in_time(played: list[dict[str, Any]], model: list[dict[str, Any]]) -> None:
+    """The same events as the model's truth (data included), each played at most 1 s late."""
+    assert [(e["type"], e["data"]) for e in played] == [(e["type"], e["data"]) for e in model]
+    for a, b in zip(played, model, strict=True):
+        assert 0.0 <= a["t_s"] - b["t_s"] <= 1.0, (a, b)
+
+
+# Under a minute of simulated time with an event on every channel: the ignition line (on at 4 s,
+# off at 32.2 s), the receiver (trip start 9.2 s, harsh brake 29.5 s), the adapter (a DTC at 20 s).
+BRIEF = """
+name = "brief"
+start_utc = "2026-03-02T07:00:00Z"
+seed = 5
+[route]
+corner_radius_m = 25
+waypoints = [[51.3400, 12.3700], [51.3400, 12.3830], [51.3450, 12.3830]]
+[[dtc]]
+t_s = 20
+set = ["P0401"]
+[[plan]]
+do = "park"
+duration_s = 4
+[[plan]]
+do = "idle"
+duration_s = 4
+[[plan]]
+do = "drive"
+distance_m = 160
+speed_kmh = 45
+end_speed_kmh = 45
+[[plan]]
+do = "drive"
+distance_m = 60
+speed_kmh = 45
+decel_mps2 = 4.5
+[[plan]]
+do = "park"
+duration_s = 8
+"""
+
+
+@dataclass
+class Observed:
+    """What a test saw of one live run: receiver epochs and line changes as they arrived."""
+
+    rmc: list[tuple[float, float, float]]  # (arrival, monotonic s; stamp, simulated s; speed m/s)
+    ignition: list[tuple[float, bool]]  # (arrival, monotonic s; level) at each change seen
+    truth: list[dict[str, Any]]
+
+
+def _observe(
+    sim: list[subprocess.Popen[str]], scenario: Path, scale: int, tmp_path: Path
+) -> Observed:
+    """Run ``scenario`` at ``scale`` to its end, reading the receiver and polling the line."""
+    model = VehicleModel(load_scenario(scenario))
+    truth_path = tmp_path / f"truth-x{scale}.jsonl"
+    proc, info = _start(
+        sim,
+        "--scenario",
+        str(scenario),
+        "--time-scale",
+        str(scale),
+        "--truth",
+        str(truth_path),
+        "--dir",
+        str(tmp_path / f"run-x{scale}"),
+    )
+    start_utc = model.scenario.start_utc
+    rmc: list[tuple[float, float, float]] = []
+    ignition: list[tuple[float, bool]] = []
+    fd = os.open(info["gnss"], os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+    buffer = b""
+    deadline = time.monotonic() + model.duration_s / scale + 10.0
+    try:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(FileNotFoundError, ValueError):  # removed at the end
+                level = read_level(info["ignition"])
+                if not ignition or ignition[-1][1] != level:
+                    ignition.append((time.monotonic(), level))
+            ready, _, _ = select.select([fd], [], [], 0.005)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError as exc:
+                assert exc.errno == errno.EIO, exc
+                break  # the run ended and unplugged its devices
+            if not chunk:
+                break  # the same, seen as end of file
+            arrived = time.monotonic()
+            *lines, buffer = (buffer + chunk).split(b"\r\n")
+            for line in lines:
+                sentence = pynmea2.parse(line.decode("ascii"), check=True)
+                if isinstance(sentence, pynmea2.RMC) and sentence.datetime is not None:
+                    stamp_s = (
+                        sentence.datetime.replace(tzinfo=start_utc.tzinfo) - start_utc
+                    ).total_seconds()
+                    rmc.append((arrived, stamp_s, float(sentence.spd_over_grnd) * 1852 / 3600))
+    finally:
+        os.close(fd)
+    assert proc.wait(timeout=10) == 0
+    return Observed(rmc, ignition, read_truth(truth_path))
+
+
+def _slope(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of y over x."""
+    n = len(points)
+    mean_x = sum(x for x, _ in points) / n
+    mean_y = sum(y for _, y in points) / n
+    sxx = sum((x - mean_x) ** 2 for x, _ in points)
+    sxy = sum((x - mean_x) * (y - mean_y) for x, y in points)
+    return sxy / sxx
+
+
+def _brake_seen(rmc: list[tuple[float, float, float]]) -> float:
+    """Where the receiver's speeds show the brake begin: the middle of the first epoch interval
+    that loses more than 1 m/s (a harsh brake loses 3 m/s and more in a second)."""
+    for (_, t0, v0), (_, t1, v1) in itertools.pairwise(rmc):
+        if v1 < v0 - 1.0:
+            return (t0 + t1) / 2
+    raise AssertionError("no brake in the receiver's speeds")
+
+
+@pytest.mark.slow  # the x1 run takes its 40 s
+def test_truth_of_a_run_at_x60_matches_the_same_run_at_x1(
+    tmp_path: Path, sim: list[subprocess.Popen[str]]
+) -> None:
+    """Each run's truth comes from what its devices played (simulator.playback), so a run that
+    loses time at x60 (a talker sleeping too long, a line set late) writes a different truth."""
+    scenario = tmp_path / "brief.toml"
+    scenario.write_text(BRIEF, encoding="utf-8")
+    model = [json.loads(e.to_json()) for e in derive_truth(VehicleModel(load_scenario(scenario)))]
+    assert [e["type"] for e in model] == [
+        "ignition_on", "trip_start", "dtc_set", "harsh_brake", "ignition_off"
+    ]
+    x60 = _observe(sim, scenario, 60, tmp_path)
+    x1 = _observe(sim, scenario, 1, tmp_path)  # about 40 s
+    _assert_played_in_time(x60.truth, model)
+    _assert_played_in_time(x1.truth, model)
+    assert [e["type"] for e in x60.truth] == [e["type"] for e in x1.truth]
+    for a, b in zip(x60.truth, x1.truth, strict=True):
+        assert abs(a["t_s"] - b["t_s"]) <= 1.0, (a, b)
+    for scale, seen in ((60, x60), (1, x1)):
+        # Every epoch to the end (the first may go before the test opens the port, the one at
+        # 40 s races the end at 40.2 s), in order, with simulated time running `scale` times
+        # faster than real time.
+        stamps = [t for _, t, _ in seen.rmc]
+        assert stamps[0] <= 3.0 and stamps[-1] >= 39.0
+        assert stamps == [stamps[0] + n for n in range(len(stamps))]
+        rate = _slope([(arrived, t) for arrived, t, _ in seen.rmc])
+        assert rate == pytest.approx(scale, rel=0.05), f"x{scale} ran at x{rate:.2f}"
+        # The brake is in the receiver's speeds where the run's truth puts it.
+        brake = next(e for e in seen.truth if e["type"] == "harsh_brake")
+        assert abs(_brake_seen(seen.rmc) - brake["t_s"]) <= 1.0
+    # At x1 the ignition line flips when the truth says, on the receiver's clock: t = 0 is when
+    # epoch 0 was written (its earliest possible arrival, found over all epochs).
+    t0 = min(arrived - t for arrived, t, _ in x1.rmc)
+    flips = [((at - t0), level) for at, level in x1.ignition[1:]]
+    truth_flips = [
+        (e["t_s"], e["type"] == "ignition_on") for e in x1.truth if "ignition" in e["type"]
+    ]
+    assert [level for _, level in flips] == [level for _, level in truth_flips]
+    for (seen_s, _), (truth_s, _) in zip(flips, truth_flips, strict=True):
+        assert abs(seen_s - truth_s) <= 1.0
+
+
+def test_truth_of_a_stopped_run_has_only_what_it_reached(
+    tmp_path: Path, sim: list[subprocess.Popen[str]]
+) -> None:
+    scenario = tmp_path / "brief.toml"
+    scenario.write_text(BRIEF, encoding="utf-8")
+    truth_path = tmp_path / "truth.jsonl"
+    proc, info = _start(
+        sim, "--scenario", str(scenario), "--time-scale", "10", "--truth", str(truth_path)
+    )
+    for line in _read_lines(info["gnss"], seconds=5.0):
+        sentence = pynmea2.parse(line, check=True)
+        if isinstance(sentence, pynmea2.RMC) and sentence.timestamp.second >= 12:
+            break  # the drive is at 12 s: after the trip start, before the DTC at 20 s
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+    assert [e["type"] for e in read_truth(truth_path)] == ["ignition_on", "trip_start"]
 
 
 def test_ignition_line_follows_the_scenario(
