@@ -18,6 +18,7 @@ import logging
 import math
 import random
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -192,12 +193,20 @@ class GNSSTalker:
     """Plays a ``Receiver`` on a pseudo-terminal, one epoch per 1/rate_hz simulated seconds."""
 
     def __init__(
-        self, model: VehicleModel, clock: SimClock, device: PtyDevice, receiver: Receiver
+        self,
+        model: VehicleModel,
+        clock: SimClock,
+        device: PtyDevice,
+        receiver: Receiver,
+        shown: Callable[[float, float], None] | None = None,
     ) -> None:
+        """``shown(t_s, now_s)``: called after each epoch is played (written, or the device
+        unplugged or replugged) with its simulated time and the clock's time then."""
         self.model = model
         self.clock = clock
         self.device = device
         self.receiver = receiver
+        self._shown = shown
         self.epochs_written = 0
         self.epochs_skipped = 0
         self.errors = 0
@@ -255,3 +264,5 @@ class GNSSTalker:
         if state.gnss_online:
             self.device.write(data)
             self.epochs_written += 1
+        if self._shown is not None:
+            self._shown(t_s, self.clock.now_s())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from drivers.gnss import GNSSReceiver, GNSSSettings
+from drivers.gnss import AUTO_BAUDS, GNSSReceiver, GNSSSettings
 from drivers.samples import GNSSFix, LinkSample, LinkState, Sample
 from simulator.nmea import Epoch, Satellite, Talker, encode_epoch, frame
 from simulator.pty import PtyDevice
@@ -92,7 +93,14 @@ Rig = tuple[PtyDevice, Line, SampleCollector, Callable[..., GNSSReceiver]]
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[Rig]:
-    device = PtyDevice(tmp_path / "gnss0")
+    with _rig(tmp_path / "gnss0") as parts:
+        yield parts
+
+
+@contextlib.contextmanager
+def _rig(path: Path, baud: int | None = None) -> Iterator[Rig]:
+    """A receiver on a pty (a real UART at ``baud``, if given) and a factory of driver threads."""
+    device = PtyDevice(path, baud=baud)
     device.plug()
     line = Line(device)
     collector = SampleCollector()
@@ -106,11 +114,13 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
         return rx
 
     line.start()
-    yield device, line, collector, make
-    for rx in receivers:
-        rx.stop()
-    line.stop()
-    device.unplug()
+    try:
+        yield device, line, collector, make
+    finally:
+        for rx in receivers:
+            rx.stop()
+        line.stop()
+        device.unplug()
 
 
 def test_cold_start_then_fix(
@@ -217,12 +227,46 @@ def test_missing_port_is_reported_and_retried(tmp_path: Path) -> None:
         rx.stop()
 
 
-def test_baud_auto_detection_on_a_pty(
-    rig: tuple[PtyDevice, Line, SampleCollector, Callable[..., GNSSReceiver]],
-) -> None:
-    _, _, collector, make = rig
-    make(baud=0)
-    collector.wait_for(is_fix, 5.0)
+# A pty passes bytes at any speed; these tests give the simulated receiver a real UART's
+# behaviour (simulator.pty.misread), so a reader at the wrong speed gets garbage.
+PROBE_S = 1.5  # drivers.gnss._detect_baud's time per speed
+
+
+def test_wrong_baud_gives_garbage_and_no_fix(tmp_path: Path) -> None:
+    with _rig(tmp_path / "gnss0", baud=19200) as (device, _, collector, make):
+        rx = make(baud=9600)
+        time.sleep(1.5)  # 15 epochs
+        assert device.line_baud() == 9600  # the driver's setting, seen from the device side
+        assert collector.fixes() == []
+        assert rx.stats()["sentences_ok"] == 0
+        assert rx.stats()["garbage_bytes"] > 1000
+        assert device.bytes_garbled > 0
+
+
+@pytest.mark.parametrize("baud", [4800, 38400])
+def test_baud_auto_detection_finds_the_receivers_speed(tmp_path: Path, baud: int) -> None:
+    with _rig(tmp_path / "gnss0", baud=baud) as (device, _, collector, make):
+        rx = make(baud=0)
+        tried = AUTO_BAUDS.index(baud)  # speeds probed in vain before this one
+        fix = collector.wait_for(is_fix, tried * PROBE_S + 3.0)[1]
+        assert isinstance(fix, GNSSFix) and abs(fix.lat - 52.5) < 0.01
+        assert device.line_baud() == baud  # the driver left the port at the receiver's speed
+        assert rx.stats()["sentences_ok"] > 0
+
+
+def test_replug_after_auto_detection_tries_the_last_speed_first(tmp_path: Path) -> None:
+    """Probing 4800 and 9600 again (1.5 s each) would miss the 3 s replug target."""
+    baud = 19200
+    with _rig(tmp_path / "gnss0", baud=baud) as (device, _, collector, make):
+        make(baud=0)
+        collector.wait_for(is_fix, 2 * PROBE_S + 3.0)
+        device.unplug()
+        collector.wait_for(is_state(LinkState.DOWN), 2.0)
+        time.sleep(0.5)
+        device.replug()  # a new pty: its speed is the kernel's default until the driver sets it
+        t_back = time.monotonic()
+        collector.wait_for(is_fix, 3.0, after=t_back)
+        assert device.line_baud() == baud
 
 
 def test_socket_url_works_without_code_changes() -> None:
