@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import itertools
 import json
@@ -13,7 +14,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -470,6 +471,32 @@ def _wait(pred: Callable[[], bool], timeout_s: float) -> bool:
     return pred()
 
 
+@contextlib.contextmanager
+def simulated_van(
+    tmp_path: Path, scenario_text: str, scale: float, *, elm_latency_ms: int
+) -> Iterator[dict[str, str]]:
+    """``telematics-sim run --hold`` on a scenario: its device paths, stopped afterwards."""
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text(scenario_text)
+    sim = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "simulator.cli", "run", "--scenario", str(scenario)),
+            *("--time-scale", str(scale), "--dir", str(tmp_path / "sim"), "--hold"),
+            *("--elm-latency-ms", str(elm_latency_ms)),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert sim.stdout is not None
+        yield dict(json.loads(sim.stdout.readline()))
+    finally:
+        sim.terminate()
+        sim.wait(10)
+
+
 SHORT_DRIVE = """\
 name = "short_cycles"
 description = "two short trips separated by parked periods"
@@ -509,23 +536,8 @@ def test_simulated_van_ignition_cycles_drive_trips(
 ) -> None:
     """``telematics-sim run`` drives GNSS, the ELM327 and the ignition line, at x40 time."""
     scale = 40.0
-    scenario = tmp_path / "short.toml"
-    scenario.write_text(SHORT_DRIVE)
-    sim = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "simulator.cli", "run", "--scenario", str(scenario)),
-            *("--time-scale", str(scale), "--dir", str(tmp_path / "sim"), "--hold"),
-            # A real adapter's 30 ms per request cannot keep up with 2 Hz polling at x40.
-            *("--elm-latency-ms", "2"),
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert sim.stdout is not None
-        devices = json.loads(sim.stdout.readline())
+    # A real adapter's 30 ms per request cannot keep up with 2 Hz polling at x40.
+    with simulated_van(tmp_path, SHORT_DRIVE, scale, elm_latency_ms=2) as devices:
         agent = agent_factory(
             line_file=Path(devices["ignition"]),
             debounce_s=2.0,
@@ -593,9 +605,6 @@ def test_simulated_van_ignition_cycles_drive_trips(
         stages = agent.status()["stages"]
         assert {"IgnitionReader", "OBDReader", "GNSSReceiver"} <= set(stages)
         assert all(st["ok"] for st in stages.values()), stages
-    finally:
-        sim.terminate()
-        sim.wait(10)
 
 
 COLD_START_THEN_PARK = """\
@@ -685,22 +694,7 @@ def test_simulated_van_led_patterns_and_no_ecu_queries_while_parked(
 ) -> None:
     """The status LED through a cold start, a fix and a broker outage; OBD quiet when parked."""
     scale = 10.0  # the cold start lasts 15 s, parking starts after 21 s
-    scenario = tmp_path / "cold.toml"
-    scenario.write_text(COLD_START_THEN_PARK)
-    sim = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "simulator.cli", "run", "--scenario", str(scenario)),
-            *("--time-scale", str(scale), "--dir", str(tmp_path / "sim"), "--hold"),
-            *("--elm-latency-ms", "5"),
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert sim.stdout is not None
-        devices = json.loads(sim.stdout.readline())
+    with simulated_van(tmp_path, COLD_START_THEN_PARK, scale, elm_latency_ms=5) as devices:
         line_file = Path(devices["ignition"])
         agent = agent_factory(
             line_file=line_file,
@@ -745,9 +739,6 @@ def test_simulated_van_led_patterns_and_no_ecu_queries_while_parked(
         mosquitto.start()
         seen = led.wait_for("all_good", 15.0)
         assert seen[-1] == "all_good", seen
-    finally:
-        sim.terminate()
-        sim.wait(10)
 
 
 @pytest.mark.parametrize(
