@@ -243,6 +243,8 @@ class Daemon:
                 if etype in ("ignition_on", "ignition_off"):
                     self._ignition_event(m, etype == "ignition_on")
         self.spool.put(durable)
+        if durable:
+            self.publisher.wake()
 
     def _ignition_event(self, m: Message, on: bool) -> None:
         # Without a GPIO line the detectors infer ignition from RPM or voltage; that is the

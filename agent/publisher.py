@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
+import select
 import socket
 import ssl
 import threading
@@ -30,6 +32,9 @@ CommandHandler = Callable[[str, bytes], None]
 # while the van is off or out of coverage (a long weekend).
 SESSION_EXPIRY_S = 4 * 24 * 3600
 CONNACK_TIMEOUT_S = 15.0
+# Longest network wait: keepalive pings and timers need a turn this often. Everything else
+# (packets, new work, stop) ends the wait at once.
+IDLE_WAIT_S = 1.0
 # CONNACK codes that mean "this broker does not speak MQTT 5": 0x84 (v5 reason code) and 1
 # (the 3.1.1 return code "unacceptable protocol version", which 3.1.1-only brokers send).
 _UNSUPPORTED_PROTOCOL = {0x84, 1}
@@ -88,6 +93,12 @@ class Publisher:
         self._password = password
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
+        # Other threads write a byte here when there is new work (spool entries, the live
+        # position, a command result), so the network wait below ends at once instead of
+        # polling the spool several times a second.
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
         self._lock = threading.Lock()
         self._live: Message | None = None
         self._live_sent_at = -1e9
@@ -132,18 +143,27 @@ class Publisher:
         """Publish the newest position on the retained live topic (only the newest is kept)."""
         with self._lock:
             self._live = message
+        self.wake()
 
     def publish_now(self, message: Message) -> None:
         """Publish a non-spooled message (command results, state) at the next chance."""
         with self._lock:
             if len(self._extra) < 1000:
                 self._extra.append(message)
+        self.wake()
+
+    def wake(self) -> None:
+        """New work is waiting (the daemon calls this after committing to the spool)."""
+        # A full buffer already holds a wake-up; a closed one means we stopped.
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"w")
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self, timeout_s: float = 3.0) -> None:
         self._stop.set()
+        self.wake()
         self._thread.join(timeout_s)
 
     @property
@@ -216,21 +236,24 @@ class Publisher:
                 logger.exception("publisher step failed; reconnecting")
                 self._fail("internal error (see the log)")
         self._shutdown()
+        self._wake_r.close()
+        self._wake_w.close()
 
     def _step(self) -> None:
         now = time.monotonic()
         if self._client is None:
             if now < self._next_attempt:
-                self._stop.wait(min(0.1, self._next_attempt - now))
+                # Backoff: nothing to do until the next attempt (stop() ends the wait at once).
+                self._stop.wait(min(IDLE_WAIT_S, self._next_attempt - now))
                 return
             self._connect()
             return
         if self.connected and self._birth_acked and now >= self._hold_until:
             self._fill_window()
-        # Short waits while acknowledgements are due; longer ones when idle, so a parked van's
-        # publisher does not wake 20 times a second for nothing (new work waits <= 0.25 s).
-        busy = self._inflight or self._extra_mids or self._birth_mid is not None
-        rc = self._client.loop(timeout=0.05 if busy else 0.25)
+        wait_s = IDLE_WAIT_S
+        if now < self._hold_until:
+            wait_s = min(wait_s, self._hold_until - now)
+        rc = self._network(self._client, wait_s)
         self._flush_acks()
         if self._failure is not None:
             why, self._failure = self._failure, None
@@ -239,6 +262,40 @@ class Publisher:
             self._fail(self._lost_reason(rc))
         elif not self.connected and now - self._connect_started > CONNACK_TIMEOUT_S:
             self._fail(f"no CONNACK within {CONNACK_TIMEOUT_S:.0f} s")
+
+    def _network(self, client: mqtt.Client, timeout_s: float) -> MQTTErrorCode:
+        """One turn of paho's network loop, through its external-loop API (socket(),
+        loop_read/write/misc), waiting on the broker's socket and on our wake-up pair.
+
+        paho's own loop() wakes only for the socket (and publishes made on other threads), so
+        new spool entries had to be polled for; here the thread sleeps until a packet arrives,
+        a packet can be written, new work is announced (``wake``) or ``timeout_s`` passes (for
+        keepalive pings and timers).
+        """
+        sock = client.socket()
+        if sock is None:
+            return MQTTErrorCode.MQTT_ERR_NO_CONN
+        # TLS may hold decrypted bytes the socket no longer signals: read them without waiting.
+        pending = sock.pending() if hasattr(sock, "pending") else 0
+        wlist = [sock] if client.want_write() else []
+        try:
+            readable, writable, _ = select.select(
+                [sock, self._wake_r], wlist, [], 0.0 if pending else timeout_s
+            )
+        except (OSError, ValueError, TypeError):
+            return MQTTErrorCode.MQTT_ERR_CONN_LOST
+        if self._wake_r in readable:
+            with contextlib.suppress(BlockingIOError):
+                self._wake_r.recv(4096)
+        if sock in readable or pending:
+            rc = client.loop_read()
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or client.socket() is None:
+                return rc
+        if sock in writable:
+            rc = client.loop_write()
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or client.socket() is None:
+                return rc
+        return client.loop_misc()
 
     def _lost_reason(self, rc: MQTTErrorCode) -> str:
         detail = self._paho_error

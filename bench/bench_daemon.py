@@ -142,16 +142,30 @@ while time.monotonic() < end:
 """
 
 
-def _watch(pid: int, warmup_s: float, seconds: float) -> tuple[float, float, float]:
-    """(CPU share of one core, median RSS MB, max RSS MB) over ``seconds`` after a warm-up."""
+def _switches(pid: int) -> int:
+    """Context switches of every thread of ``pid`` so far: each is a wake-up (or a preemption)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            text = (task / "status").read_text()
+        except FileNotFoundError:
+            continue  # a thread that ended meanwhile
+        total += sum(int(line.split()[1]) for line in text.splitlines() if "ctxt_switches" in line)
+    return total
+
+
+def _watch(pid: int, warmup_s: float, seconds: float) -> tuple[float, float, float, float]:
+    """(CPU share of one core, median RSS MB, max RSS MB, wake-ups/s) over ``seconds`` after a
+    warm-up."""
     time.sleep(warmup_s)
-    cpu0, t0 = _cpu_s(pid), time.monotonic()
+    cpu0, sw0, t0 = _cpu_s(pid), _switches(pid), time.monotonic()
     rss = []
     while time.monotonic() - t0 < seconds:
         rss.append(_rss_mb(pid))
         time.sleep(1.0)
-    share = (_cpu_s(pid) - cpu0) / (time.monotonic() - t0)
-    return share, statistics.median(rss), max(rss)
+    elapsed = time.monotonic() - t0
+    share = (_cpu_s(pid) - cpu0) / elapsed
+    return share, statistics.median(rss), max(rss), (_switches(pid) - sw0) / elapsed
 
 
 def live(seconds: float) -> dict[str, float]:
@@ -174,7 +188,7 @@ def live(seconds: float) -> dict[str, float]:
             )
             agent = subprocess.Popen([_bin("telematics-agent"), "run", "--config", str(cfg)])
             try:
-                share, rss_med, rss_max = _watch(agent.pid, 15.0, seconds)
+                share, rss_med, rss_max, wakeups = _watch(agent.pid, 15.0, seconds)
             finally:
                 agent.send_signal(signal.SIGTERM)
                 agent.wait(timeout=10)
@@ -183,7 +197,7 @@ def live(seconds: float) -> dict[str, float]:
                  str(seconds + 20)]
             )
             try:
-                n_share, n_rss, _ = _watch(naive.pid, 10.0, seconds)
+                n_share, n_rss, _, n_wakeups = _watch(naive.pid, 10.0, seconds)
             finally:
                 naive.kill()
                 naive.wait(timeout=10)
@@ -196,6 +210,8 @@ def live(seconds: float) -> dict[str, float]:
         "live_cpu_pct_one_core": share * 100,
         "live_rss_mb_median": rss_med,
         "live_rss_mb_max": rss_max,
+        "live_wakeups_per_s": wakeups,
+        "live_baseline_naive_wakeups_per_s": n_wakeups,
         "live_baseline_naive_cpu_pct": n_share * 100,
         "live_baseline_naive_rss_mb": n_rss,
         "live_cpu_ratio_vs_naive": share / n_share if n_share else float("nan"),
