@@ -7,8 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -146,28 +144,15 @@ def test_loader_never_raises_anything_but_config_error(text: str) -> None:
         config.loads(text)
 
 
-# The service user, for running the CLI unprivileged when the tests run as root (root reads a
-# mode-000 file through CAP_DAC_OVERRIDE). setpriv comes with util-linux.
-NOBODY = 65534
-
-
-@pytest.fixture
-def public_dir() -> Iterator[Path]:
-    """A directory the unprivileged user can traverse (pytest's own tmp tree is root-only)."""
-    d = Path(tempfile.mkdtemp(prefix="agent-config-"))
-    d.chmod(0o755)
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d)
-
-
 def _run_cli(config_path: Path, *, unprivileged: bool = False) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "agent.cli", "run", "--config", str(config_path)]
     if unprivileged and os.geteuid() == 0:
+        # Root reads a mode-000 file through CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH: drop both,
+        # as the service user lacks them. (Not another uid: the checkout may sit in a directory
+        # only root can enter, such as one made by mktemp.) Not root: modes already apply.
         setpriv = shutil.which("setpriv")
         assert setpriv, "running as root needs util-linux's setpriv to test file permissions"
-        cmd = [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *cmd]
+        cmd = [setpriv, "--bounding-set", "-dac_override,-dac_read_search", "--", *cmd]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=REPO)
 
 
@@ -204,14 +189,14 @@ def test_run_exits_2_with_one_line(tmp_path: Path, content: str | None, expected
     _assert_one_line_exit_2(_run_cli(p), p, expected)
 
 
-def test_run_as_service_user_with_an_unreadable_file(public_dir: Path) -> None:
-    p = public_dir / "agent.toml"
+def test_run_without_dac_capabilities_on_an_unreadable_file(tmp_path: Path) -> None:
+    p = tmp_path / "agent.toml"
     p.write_text(MINIMAL + "[mqtt]\nport = 0\n")
     p.chmod(0)
     proc = _run_cli(p, unprivileged=True)
     _assert_one_line_exit_2(proc, p, "cannot read the configuration file (permission denied)")
-    # Readable, the same file reaches the loader's checks as the same user: the failure above
-    # came from the file mode, not from a directory the user cannot enter.
+    # Readable, the same file reaches the loader's checks with the same privileges: the failure
+    # above came from the file mode, not from anything else setpriv changed.
     p.chmod(0o644)
     proc = _run_cli(p, unprivileged=True)
     _assert_one_line_exit_2(proc, p, "key 'mqtt.port': expected an integer from 1 to 65535, got 0")
