@@ -248,14 +248,18 @@ def test_ready_status_watchdog_then_clean_stop(
     assert listener.wait_for(
         lambda ms: any(p.get("online") is False for p in _payloads(ms, "state")), 5.0
     ), "offline state published"
-    # A subscriber arriving later gets the retained state: offline.
+    _assert_retained_offline(mosquitto)
+    assert agent.status()["state"] == "stopped"
+
+
+def _assert_retained_offline(mosquitto: Mosquitto) -> None:
+    """A subscriber arriving later gets the retained state: offline."""
     late = Listener(mosquitto.host, mosquitto.port, _topic("state"))
     try:
         assert late.wait_for(lambda ms: bool(ms), 5.0)
         assert late.messages[-1].retain and late.messages[-1].json()["online"] is False
     finally:
         late.close()
-    assert agent.status()["state"] == "stopped"
 
 
 def test_kill_9_leaves_the_last_will_retained_offline(
@@ -280,12 +284,7 @@ def test_kill_9_leaves_the_last_will_retained_offline(
     assert (will["device_id"], will["boot_id"]) == (birth["device_id"], birth["boot_id"])
     assert will["config_hash"] == birth["config_hash"]
     assert not agent.notify.times("STOPPING=1"), "killed, not stopped: the broker spoke for it"
-    late = Listener(mosquitto.host, mosquitto.port, _topic("state"))
-    try:
-        assert late.wait_for(lambda ms: bool(ms), 5.0)
-        assert late.messages[-1].retain and late.messages[-1].json()["online"] is False
-    finally:
-        late.close()
+    _assert_retained_offline(mosquitto)
 
 
 @pytest.mark.parametrize("stage", ["pipeline", "publisher"])
