@@ -471,14 +471,40 @@ def probe_broker(cfg: agent_config.Config, timeout_s: float) -> list[CheckResult
     mosquitto acknowledges one its ACL denies and drops it. The check therefore subscribes to
     ``{prefix}/{device_id}/check`` and waits for its own message (a nonce) to come back, and
     takes an MQTT 5 PUBACK or SUBACK reason code >= 0x80 as the refusal it is.
+
+    ``mqtt.protocol = "auto"`` is tried as the daemon does: MQTT 5 first, then 3.1.1 once the
+    broker refuses 5 (within the same ``timeout_s``), so the check reports the protocol the
+    agent will actually use.
     """
+    from agent.publisher import UNSUPPORTED_PROTOCOL
+
+    deadline = time.monotonic() + timeout_s
+    outcome: dict[str, Any] = {}
+    results = _probe_broker(cfg, deadline, cfg.mqtt.protocol != "3.1.1", outcome)
+    connack = outcome.get("connack")
+    if (
+        cfg.mqtt.protocol == "auto"
+        and connack is not None
+        and connack.is_failure
+        and connack.value in UNSUPPORTED_PROTOCOL
+    ):
+        results = _probe_broker(cfg, deadline, False, {})
+    return results
+
+
+def _probe_broker(
+    cfg: agent_config.Config, deadline: float, v5: bool, outcome: dict[str, Any]
+) -> list[CheckResult]:
+    """One attempt with one protocol; ``outcome`` receives the CONNACK and DISCONNECT reasons."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
+
+    from agent.publisher import UNSUPPORTED_PROTOCOL
 
     m = cfg.mqtt
     name = "broker"
     where = f"{m.host}:{m.port}"
-    deadline = time.monotonic() + timeout_s
+    timeout_s = max(0.0, deadline - time.monotonic())
     try:
         socket.getaddrinfo(m.host, m.port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
@@ -489,7 +515,7 @@ def probe_broker(cfg: agent_config.Config, timeout_s: float) -> list[CheckResult
         return [CheckResult(name, Status.FAIL, f"invalid broker host name {m.host!r}",
                             "fix mqtt.host")]
 
-    protocol = mqtt.MQTTv5 if m.protocol == "5" else mqtt.MQTTv311
+    protocol = mqtt.MQTTv5 if v5 else mqtt.MQTTv311
     # Not the agent's own client id: the broker would disconnect a running agent's session.
     client_id = f"{m.client_id or cfg.device.id}-check"
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
@@ -523,7 +549,6 @@ def probe_broker(cfg: agent_config.Config, timeout_s: float) -> list[CheckResult
 
     connected = threading.Event()
     finished = threading.Event()
-    outcome: dict[str, Any] = {}
     socket_errors: list[str] = []
 
     def on_connect(c: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
@@ -595,9 +620,11 @@ def probe_broker(cfg: agent_config.Config, timeout_s: float) -> list[CheckResult
         if not connected.is_set():
             connack = outcome.get("connack")
             if connack is not None:
+                unsupported = v5 and connack.value in UNSUPPORTED_PROTOCOL
                 return [CheckResult(name, Status.FAIL,
                                     f"the broker refused the connection: {connack}",
-                                    _auth_hint(cfg))]
+                                    'the broker does not speak MQTT 5: set mqtt.protocol = "auto" '
+                                    '(or "3.1.1")' if unsupported else _auth_hint(cfg))]
             # A broker that refuses the client certificate ends the TLS session right after the
             # handshake, with an alert (OpenSSL servers) or without one (mosquitto 2.0: paho
             # then sees "EOF occurred in violation of protocol (_ssl.c...)").
@@ -619,7 +646,8 @@ def probe_broker(cfg: agent_config.Config, timeout_s: float) -> list[CheckResult
                                 "is this an MQTT port? a plain port reached with TLS (or the "
                                 "reverse) stays silent")]
         return [_round_trip(client, cfg, trip, deadline, finished, outcome,
-                            f"connected to {where} ({security})")]
+                            f"connected to {where} with MQTT {'5' if v5 else '3.1.1'} "
+                            f"({security})")]
     finally:
         try:
             # The session is clean (3.1.1 clean session, MQTT 5 session expiry 0), so the

@@ -37,7 +37,7 @@ CONNACK_TIMEOUT_S = 15.0
 IDLE_WAIT_S = 1.0
 # CONNACK codes that mean "this broker does not speak MQTT 5": 0x84 (v5 reason code) and 1
 # (the 3.1.1 return code "unacceptable protocol version", which 3.1.1-only brokers send).
-_UNSUPPORTED_PROTOCOL = {0x84, 1}
+UNSUPPORTED_PROTOCOL = frozenset({0x84, 1})
 
 
 def encode_payload(payload: Mapping[str, Any]) -> bytes:
@@ -468,7 +468,7 @@ class Publisher:
     ) -> None:
         if reason.is_failure:
             if (
-                reason.value in _UNSUPPORTED_PROTOCOL
+                reason.value in UNSUPPORTED_PROTOCOL
                 and self.protocol == "5"
                 and self.settings.protocol == "auto"
             ):

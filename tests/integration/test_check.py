@@ -170,7 +170,8 @@ def test_everything_passes_against_the_simulator_and_a_tls_broker(
         assert "WF0EXXTTGEMA12345" in checks["obd_vehicle"]["detail"]
         assert "ISO 15765-4" in checks["obd_vehicle"]["detail"]
         assert "ignition ON" in checks["ignition"]["detail"]
-        assert "TLS, client certificate" in checks["broker"]["detail"]
+        # protocol = auto, as provisioned: MQTT 5 first, as the daemon does, and mosquitto takes it.
+        assert "with MQTT 5 (TLS, client certificate)" in checks["broker"]["detail"]
         assert "acknowledged" in checks["broker"]["detail"]
         assert "delivered back" in checks["broker"]["detail"]
         assert elapsed_s < 30.0

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.check import Status, run_checks
 from bench.proxy import DelayProxy
 from simulator.broker import free_port
 from tests.contract import validate_all
@@ -134,3 +135,28 @@ def test_forcing_mqtt_5_on_nats_gives_a_clear_error(nats: NATSServer, tmp_path: 
         assert van.spool.depth() == depth > 0
     finally:
         van.stop()
+
+
+@pytest.mark.parametrize("protocol", ["auto", "5"])
+def test_check_speaks_the_protocol_the_daemon_will(
+    nats: NATSServer, tmp_path: Path, protocol: str
+) -> None:
+    """``check`` falls back from MQTT 5 as the daemon does, within the same timeout."""
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'[device]\nid = "van-1"\n[agent]\nstate_dir = "{tmp_path}"\n'
+        "[gnss]\nenabled = false\n[obd]\nenabled = false\n"
+        f'[mqtt]\nhost = "{nats.host}"\nport = {nats.port}\nprotocol = "{protocol}"\n'
+    )
+    started = time.monotonic()
+    broker = next(r for r in run_checks(config, 5.0) if r.name == "broker")
+    assert time.monotonic() - started < 10.0
+    if protocol == "auto":
+        assert broker.status is Status.PASS, broker
+        assert f"connected to {nats.host}:{nats.port} with MQTT 3.1.1" in broker.detail, broker
+        assert "delivered back" in broker.detail
+    else:  # the configuration insists on 5: the daemon would not fall back either
+        assert broker.status is Status.FAIL, broker
+        assert "refused the connection" in broker.detail, broker
+        assert "unsupported protocol version" in broker.detail.lower(), broker
+        assert 'mqtt.protocol = "auto"' in broker.hint, broker
