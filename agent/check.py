@@ -52,6 +52,11 @@ EXIT_FAILED = 1
 EXIT_CONFIG = 2
 CLOCK_TOLERANCE_S = 2.0
 
+GNSS_NO_DATE_HINT = (
+    "the receiver sends times but no date (GGA only, no RMC or ZDA): enable RMC in its "
+    "configuration (u-center, PMTK314), or give the Pi network time: while NTP keeps the clock "
+    "synchronized, GGA fixes take its date"
+)
 GNSS_ANTENNA_HINT = (
     "the antenna needs a clear view of the sky: magnetic puck on the roof, or under a plastic "
     "(not metal, not heated-windscreen) panel; check its cable and connector; after a cold start "
@@ -112,9 +117,16 @@ def _missing_path(port: str) -> bool:
 
 
 def probe_gnss(
-    cfg: agent_config.Config, timeout_s: float
+    cfg: agent_config.Config,
+    timeout_s: float,
+    date_hint: Callable[[], dt.datetime | None] | None = None,
 ) -> tuple[list[CheckResult], GNSSTime | None]:
-    """Open the receiver, wait for NMEA and a fix; two items: ``gnss_port`` and ``gnss_fix``."""
+    """Open the receiver, wait for NMEA and a fix; two items: ``gnss_port`` and ``gnss_fix``.
+
+    ``date_hint`` is where a GGA-only receiver's fixes get their date; by default the system
+    clock while it is synchronized, as in the daemon.
+    """
+    from drivers.clock import synchronized_utc
     from drivers.gnss import GNSSReceiver
     from drivers.samples import GNSSFix, LinkSample, Sample
 
@@ -139,6 +151,7 @@ def probe_gnss(
         gnss_settings(g, set_system_clock=False),
         samples.put,
         time.monotonic,
+        date_hint=date_hint or synchronized_utc,
     )
     started = time.monotonic()
     deadline = started + timeout_s
@@ -187,7 +200,7 @@ def probe_gnss(
                         f"NMEA flowing on {g.port} ({sentences} sentences)"),
             CheckResult("gnss_fix", Status.FAIL,
                         f"no fix within {waited_s:.0f} s: the receiver reports {reason}",
-                        GNSS_ANTENNA_HINT),
+                        GNSS_NO_DATE_HINT if reason == "no date yet" else GNSS_ANTENNA_HINT),
         ], None
     no_fix = CheckResult("gnss_fix", Status.SKIP, "no NMEA from the receiver")
     if stats.get("bad_checksum", 0) > 0:

@@ -87,6 +87,28 @@ def read_kernel_clock() -> KernelClock:
     return KernelClock(state, int(timex.status), int(timex.maxerror))
 
 
+TIMESYNCD_SYNCHRONIZED = "/run/systemd/timesync/synchronized"
+
+
+def synchronized_utc(
+    kernel_clock: Callable[[], KernelClock] = read_kernel_clock,
+    timesyncd_flag: str = TIMESYNCD_SYNCHRONIZED,
+    wall: Callable[[], float] = time.time,
+) -> dt.datetime | None:
+    """UTC now if something says the system clock is right, else None.
+
+    The kernel's view first (adjtimex, as the clock setter reads it); where the unit's system
+    call filter refuses that (the default unit, without the gnss-clock drop-in), the flag file
+    systemd-timesyncd touches once it has synchronized. A Pi with no RTC boots at the last
+    shutdown's time (fake-hwclock), so an unproven clock gives nothing rather than a wrong date.
+    """
+    try:
+        synced = kernel_clock().synchronized
+    except OSError:
+        synced = os.path.exists(timesyncd_flag)
+    return dt.datetime.fromtimestamp(wall(), dt.UTC) if synced else None
+
+
 def _clock_settime(unix_s: float) -> None:
     time.clock_settime(time.CLOCK_REALTIME, unix_s)
 

@@ -19,7 +19,7 @@ from typing import Protocol
 
 import serial
 
-from drivers.clock import SystemClockSetter
+from drivers.clock import SystemClockSetter, synchronized_utc
 from drivers.nmea import DATE_FLOOR, NMEADecoder, NoFixReason
 from drivers.samples import GNSSFix, Link, LinkSample, LinkState, Sample
 from drivers.serialio import read_available
@@ -74,8 +74,11 @@ class GNSSStream:
         silence_timeout_s: float = 5.0,
         *,
         date_floor: dt.date = DATE_FLOOR,
+        date_hint: Callable[[], dt.datetime | None] | None = None,
     ) -> None:
-        self.decoder = NMEADecoder(checksum_policy, missing_checksum, date_floor=date_floor)
+        self.decoder = NMEADecoder(
+            checksum_policy, missing_checksum, date_floor=date_floor, date_hint=date_hint
+        )
         self._fix_timeout_s = fix_timeout_s
         self._silence_timeout_s = silence_timeout_s
         self._state: LinkState | None = None
@@ -175,7 +178,10 @@ class GNSSReceiver:
         clock: Callable[[], float],
         *,
         clock_setter: SystemClockSetter | None = None,
+        date_hint: Callable[[], dt.datetime | None] | None = synchronized_utc,
     ) -> None:
+        """``date_hint``: where a receiver that sends no date (GGA only) gets one; by default
+        the system clock, only while it is known to be synchronized (``synchronized_utc``)."""
         self.settings = settings
         self._emit = emit
         self._clock = clock
@@ -184,6 +190,7 @@ class GNSSReceiver:
             settings.missing_checksum,
             settings.fix_timeout_s,
             settings.silence_timeout_s,
+            date_hint=date_hint,
         )
         self._clock_setter = clock_setter
         if clock_setter is None and settings.set_system_clock:

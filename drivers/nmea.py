@@ -203,8 +203,12 @@ class NMEADecoder:
         missing_checksum: str = "accept",
         *,
         date_floor: dt.date = DATE_FLOOR,
+        date_hint: Callable[[], dt.datetime | None] | None = None,
     ) -> None:
+        """``date_hint`` (optional) answers "UTC now, if a trustworthy clock knows it": a
+        GGA-only receiver that has not sent a date takes its date from it (see ``_utc``)."""
         self._accept_bad = ChecksumPolicy(checksum_policy) is ChecksumPolicy.ACCEPT
+        self._date_hint = date_hint
         self._accept_missing = ChecksumPolicy(missing_checksum) is ChecksumPolicy.ACCEPT
         self._date_floor = date_floor
         self._date_ceiling = date_floor + WEEK_ROLLOVER
@@ -596,7 +600,8 @@ class NMEADecoder:
             return None
 
     def _utc(self, tod_ms: int, date_text: str | None) -> dt.datetime | None:
-        """The epoch's UTC from RMC's (or ZDA's) date, or the last known date (GGA-only)."""
+        """The epoch's UTC from RMC's (or ZDA's) date, else the last known date, else (GGA-only
+        receivers) the date of a synchronized clock, if a ``date_hint`` was given."""
         if date_text:
             date = _parse_date(date_text)
             while date < self._date_floor:
@@ -605,7 +610,10 @@ class NMEADecoder:
                 raise _RejectedValueError(date_text)
             self._date, self._date_tod_ms = date, tod_ms
         elif self._date is None:
-            return None
+            hinted = self._hinted_date(tod_ms)
+            if hinted is None:
+                return None
+            self._date, self._date_tod_ms = hinted, tod_ms
         elif tod_ms + 12 * 3600_000 < self._date_tod_ms:
             # Midnight passed since the last RMC: the time of day wrapped.
             self._date, self._date_tod_ms = self._date + dt.timedelta(days=1), tod_ms
@@ -613,3 +621,22 @@ class NMEADecoder:
             self._date_tod_ms = tod_ms
         midnight = dt.datetime(self._date.year, self._date.month, self._date.day, tzinfo=dt.UTC)
         return midnight + dt.timedelta(milliseconds=tod_ms)
+
+    def _hinted_date(self, tod_ms: int) -> dt.date | None:
+        """The date a synchronized clock gives this time of day: of the day before, the day
+        of and the day after the clock's, the one that puts it nearest the clock (a clock
+        within 12 h cannot pick a wrong day, so midnight on either side is safe)."""
+        now = self._date_hint() if self._date_hint is not None else None
+        if now is None:
+            return None
+        now = now.astimezone(dt.UTC)
+        tod = dt.timedelta(milliseconds=tod_ms)
+        days = [now.date() + dt.timedelta(days=k) for k in (-1, 0, 1)]
+        date = min(
+            days,
+            key=lambda d: abs(dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC) + tod - now),
+        )
+        if not self._date_floor <= date <= self._date_ceiling:
+            return None  # a clock outside what the decoder accepts from receivers is no help
+        logger.info("GNSS date %s taken from the synchronized system clock (no RMC or ZDA)", date)
+        return date

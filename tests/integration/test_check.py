@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from agent.check import GNSSTime, Status, probe_clock
+from agent import config as agent_config
+from agent.check import GNSSTime, Status, probe_clock, probe_gnss
 from simulator.broker import Mosquitto, free_port
 from simulator.pty import PtyDevice
 from tests.listener import Listener
@@ -477,6 +478,44 @@ def test_gnss_bytes_at_the_wrong_speed(tmp_path: Path) -> None:
     assert g["gnss_port"]["status"] == "fail", g["gnss_port"]
     assert "no NMEA sentence" in g["gnss_port"]["detail"] and "gnss.baud" in g["gnss_port"]["hint"]
     assert g["gnss_fix"]["status"] == "skip"
+
+
+def test_gga_only_receiver_fails_the_fix_with_its_own_hint_until_the_clock_is_synced(
+    tmp_path: Path,
+) -> None:
+    dev = PtyDevice(tmp_path / "gnss0")
+    dev.plug()
+    stop = threading.Event()
+
+    def gga_only() -> None:
+        # A receiver with RMC switched off: a good 3D fix every second, times but no date.
+        while not stop.wait(0.2):
+            now = dt.datetime.now(dt.UTC)
+            body = (f"GPGGA,{now:%H%M%S}.00,5130.000,N,00007.200,W,1,08,0.9,40.0,M,46.9,M,,")
+            csum = 0
+            for ch in body.encode():
+                csum ^= ch
+            dev.write(f"${body}*{csum:02X}\r\n".encode())
+
+    t = threading.Thread(target=gga_only, daemon=True)
+    t.start()
+    try:
+        cfg = agent_config.load(_config(
+            tmp_path, gnss={"enabled": True, "port": str(dev.link_path)}, mqtt={"port": 1}
+        ))
+        unsynced, _ = probe_gnss(cfg, 2.0, date_hint=lambda: None)
+        synced, gnss_time = probe_gnss(cfg, 2.0, date_hint=lambda: dt.datetime.now(dt.UTC))
+    finally:
+        stop.set()
+        t.join(2.0)
+        dev.unplug()
+    port, fix = unsynced
+    assert port.status is Status.PASS and "NMEA flowing" in port.detail, port
+    assert fix.status is Status.FAIL and "no date yet" in fix.detail, fix
+    assert "RMC" in fix.hint and "NTP" in fix.hint, fix
+    assert [r.status for r in synced] == [Status.PASS, Status.PASS], synced
+    assert gnss_time is not None
+    assert abs((gnss_time.fix_utc - gnss_time.system_utc).total_seconds()) < 2.0
 
 
 def test_clock_item_from_gnss_time() -> None:

@@ -30,6 +30,7 @@ class Line:
         self.fix = True
         self.silent = False
         self.corrupt_next = 0
+        self.gga_only = False  # a receiver set to send GGA alone: times of day, never a date
         self.inject = b""
         self.epochs = 0
         self._stop = threading.Event()
@@ -68,6 +69,8 @@ class Line:
                 )
                 out = bytearray(inject)
                 for body in encode_epoch(Talker.GP, epoch, with_satellites=n % 10 == 0):
+                    if self.gga_only and body[2:5] != "GGA":
+                        continue
                     corrupt = self.corrupt_next > 0
                     self.corrupt_next -= int(corrupt)
                     out += frame(body, corrupt=corrupt).encode()
@@ -107,8 +110,9 @@ def _rig(path: Path, baud: int | None = None) -> Iterator[Rig]:
     receivers: list[GNSSReceiver] = []
 
     def make(**kw: object) -> GNSSReceiver:
+        extra = {"date_hint": kw.pop("date_hint")} if "date_hint" in kw else {}
         settings = GNSSSettings(port=str(device.link_path), **kw)  # type: ignore[arg-type]
-        rx = GNSSReceiver(settings, collector, time.monotonic)
+        rx = GNSSReceiver(settings, collector, time.monotonic, **extra)  # type: ignore[arg-type]
         receivers.append(rx)
         rx.start()
         return rx
@@ -141,6 +145,39 @@ def test_cold_start_then_fix(
     assert utcs == sorted(set(utcs)) and len(utcs) >= 4  # one fix per epoch, in order
     assert collector.links()[:2] == [("no_fix", "rmc status V"), ("up", "fix")]
     assert rx.last_progress > time.monotonic() - 1.0
+
+
+def test_gga_only_receiver_dates_its_fixes_from_a_synchronized_clock(
+    rig: tuple[PtyDevice, Line, SampleCollector, Callable[..., GNSSReceiver]],
+) -> None:
+    _, line, collector, make = rig
+    line.set(gga_only=True)
+    synced: list[bool] = [False]
+    started = time.monotonic()
+
+    def clock() -> dt.datetime | None:
+        # The receiver's own time now, as a synchronized system clock would tell it.
+        return START_UTC + dt.timedelta(seconds=line.epochs / RATE_HZ) if synced[0] else None
+
+    make(date_hint=clock)
+    no_fix = collector.wait_for(is_state(LinkState.NO_FIX), 3.0)[1]
+    assert isinstance(no_fix, LinkSample) and no_fix.reason == "no date yet"
+    time.sleep(0.5)
+    assert collector.fixes() == []  # an unproven clock gives no date, so no fix
+    synced[0] = True
+    t_synced = time.monotonic()
+    collector.wait_for(is_state(LinkState.UP), 3.0, after=t_synced)
+    time.sleep(0.5)
+    synced[0] = False  # the date, once known, rolls on by itself
+    time.sleep(0.5)
+    fixes = collector.fixes()
+    assert len(fixes) >= 8, fixes
+    for fix in fixes:
+        # Exactly the epoch's time (the line writes epoch n at START_UTC + n/10 s).
+        n = round((fix.utc - START_UTC).total_seconds() * RATE_HZ)
+        assert fix.utc == line.utc_of(n) and n > 0, fix
+        assert fix.speed_mps is None  # GGA carries no speed; nothing made one up
+    assert time.monotonic() - started < 10.0
 
 
 def test_fix_loss_and_recovery(

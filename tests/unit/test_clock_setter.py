@@ -10,6 +10,7 @@ import datetime as dt
 import errno
 import logging
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +21,7 @@ from drivers.clock import (
     KernelClock,
     SystemClockSetter,
     read_kernel_clock,
+    synchronized_utc,
 )
 
 UTC = dt.datetime(2025, 6, 2, 12, 0, 0, tzinfo=dt.UTC)
@@ -188,3 +190,20 @@ def test_kernel_reader_decodes_this_kernels_adjtimex() -> None:
     if clock.status & STA_UNSYNC:
         assert clock.state == TIME_ERROR
     assert clock.synchronized == (clock.maxerror_us < MAXERROR_UNSYNCED_US)
+
+
+def test_synchronized_utc_only_from_a_clock_known_to_be_right(tmp_path: Path) -> None:
+    wall = UTC.timestamp()
+    flag = tmp_path / "synchronized"
+
+    def refused() -> KernelClock:
+        raise PermissionError(errno.EPERM, "adjtimex: Operation not permitted")
+
+    assert synchronized_utc(lambda: NTP_SYNCED, str(flag), lambda: wall) == UTC
+    assert synchronized_utc(lambda: UNSYNCED, str(flag), lambda: wall) is None
+    # The unit's system call filter refuses adjtimex: timesyncd's flag file decides.
+    assert synchronized_utc(refused, str(flag), lambda: wall) is None
+    flag.touch()
+    assert synchronized_utc(refused, str(flag), lambda: wall) == UTC
+    # The kernel's word wins over a stale flag.
+    assert synchronized_utc(lambda: UNSYNCED, str(flag), lambda: wall) is None

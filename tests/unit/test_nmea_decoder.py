@@ -232,3 +232,61 @@ def test_sentences_after_a_learned_ender_unlearn_it() -> None:
 def test_gga_and_zda_receiver_gets_its_date_from_zda() -> None:
     epochs, _ = run(frame(GGA) + frame("GPZDA,123519.00,23,03,2024,00,00"))
     assert fix_of(epochs[0]).utc == dt.datetime(2024, 3, 23, 12, 35, 19, tzinfo=dt.UTC)
+
+
+def _hinted(hint: dt.datetime | None, data: bytes) -> tuple[list[Epoch], int]:
+    """Decode with a date hint; the epochs and how often the hint was asked."""
+    asked = 0
+
+    def clock() -> dt.datetime | None:
+        nonlocal asked
+        asked += 1
+        return hint
+
+    decoder = NMEADecoder(date_hint=clock)
+    return decoder.feed(data, 1.0) + decoder.flush(), asked
+
+
+@pytest.mark.parametrize(
+    ("clock", "tod", "date"),
+    [
+        (dt.datetime(2024, 3, 23, 12, 35, 0, tzinfo=dt.UTC), "123519.00", dt.date(2024, 3, 23)),
+        # The clock just past midnight, the receiver's epoch just before: yesterday's date.
+        (dt.datetime(2024, 3, 24, 0, 0, 1, tzinfo=dt.UTC), "235959.50", dt.date(2024, 3, 23)),
+        # The clock just before midnight, the epoch just after: tomorrow's.
+        (dt.datetime(2024, 3, 23, 23, 59, 59, tzinfo=dt.UTC), "000000.50", dt.date(2024, 3, 24)),
+        # A clock in another zone is converted, not read as UTC.
+        (
+            dt.datetime(2024, 3, 24, 1, 35, 0, tzinfo=dt.timezone(dt.timedelta(hours=13))),
+            "123519.00",
+            dt.date(2024, 3, 23),
+        ),
+    ],
+)
+def test_gga_only_receiver_takes_the_date_of_a_synchronized_clock(
+    clock: dt.datetime, tod: str, date: dt.date
+) -> None:
+    epochs, _ = _hinted(clock, frame(GGA.replace("123519.00", tod)))
+    utc = fix_of(epochs[0]).utc
+    assert utc.date() == date and utc.strftime("%H%M%S.%f")[:9] == tod
+
+
+def test_a_clock_that_knows_nothing_gives_no_date() -> None:
+    epochs, asked = _hinted(None, frame(GGA))
+    assert [(e.fix, e.reason) for e in epochs] == [(None, NoFixReason.NO_DATE)] and asked == 1
+    # A clock before the decoder's date floor (a Pi back at 1970) is no help either.
+    epochs, _ = _hinted(dt.datetime(1970, 1, 1, 12, 0, tzinfo=dt.UTC), frame(GGA))
+    assert epochs[0].reason is NoFixReason.NO_DATE
+
+
+def test_the_receivers_own_date_wins_over_the_clock() -> None:
+    wrong = dt.datetime(2025, 1, 1, 12, 35, tzinfo=dt.UTC)
+    gga2 = GGA.replace("123519.00", "123520.00")
+    epochs, asked = _hinted(wrong, frame(RMC) + frame(GGA) + frame(gga2))
+    assert [fix_of(e).utc.date() for e in epochs] == [dt.date(2024, 3, 23)] * 2
+    assert asked == 0  # RMC gave the date first: the clock was never asked
+    # Hinted first, then the receiver sends a date: the receiver's date from then on.
+    rmc2 = RMC.replace("123519.00", "123521.00")
+    epochs, asked = _hinted(wrong, frame(gga2) + frame(rmc2))
+    assert [fix_of(e).utc.date() for e in epochs] == [dt.date(2025, 1, 1), dt.date(2024, 3, 23)]
+    assert asked == 1
