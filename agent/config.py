@@ -253,6 +253,11 @@ class MotionDetectSection:
         min=0.5,
         max=99.0,
     )
+    use_estimated_fixes: bool = _opt(
+        False,
+        "let dead-reckoning fixes (GGA quality 6, RMC mode E) drive events; they are reported"
+        " as positions (marked \"fix\": \"estimated\") either way",
+    )
     max_jump_m: float = _opt(
         30.0,
         "a fix further than speed*dt plus this from the last one is a multipath jump and rejected",

@@ -35,7 +35,9 @@ _COLUMNS: tuple[tuple[str, str, int, bool], ...] = (
     ("hdop", "hdop_d", 10, False),
     ("sats", "sats", 1, False),
 )
-_RECORD_KEYS = frozenset({"seq", "ts", "reason", "time_source", *(field for field, *_ in _COLUMNS)})
+_RECORD_KEYS = frozenset(
+    {"seq", "ts", "reason", "time_source", "fix", *(field for field, *_ in _COLUMNS)}
+)
 
 
 class Lane(StrEnum):
@@ -123,6 +125,8 @@ class Encoder:
         rec["reason"] = str(pos.reason)
         if source.value != "gnss":
             rec["time_source"] = str(source)
+        if pos.estimated:
+            rec["fix"] = "estimated"
         return rec
 
     def position_batch(self, records: Sequence[Mapping[str, Any]], *, historical: bool) -> Message:
@@ -202,8 +206,9 @@ def encode_columns(records: Sequence[Mapping[str, Any]]) -> str:
         if any(v is not None for v in ints):
             cols[col] = _delta(ints) if delta else ints
     cols["reason"] = [r.get("reason") for r in records]
-    if any("time_source" in r for r in records):
-        cols["time_source"] = [r.get("time_source") for r in records]
+    for name in ("time_source", "fix"):  # rare: a column only when some record has one
+        if any(name in r for r in records):
+            cols[name] = [r.get(name) for r in records]
     raw = json.dumps(cols, separators=(",", ":")).encode()
     return base64.b64encode(zlib.compress(raw, 9)).decode("ascii")
 
@@ -227,6 +232,9 @@ def decode_columns(data: str) -> list[dict[str, Any]]:
                 columns.append((name, scale, values))
         reasons = cols.get("reason", [None] * n)
         sources = cols.get("time_source", [None] * n)
+        fixes = cols.get("fix", [None] * n)
+        if len(reasons) != n or len(sources) != n or len(fixes) != n:
+            raise ValueError("column length differs from n")
         for i in range(n):
             ms = times[i]
             seq = seqs[i]
@@ -241,6 +249,8 @@ def decode_columns(data: str) -> list[dict[str, Any]]:
                 rec["reason"] = reasons[i]
             if sources[i] is not None:
                 rec["time_source"] = sources[i]
+            if fixes[i] is not None:
+                rec["fix"] = fixes[i]
             records.append(rec)
     except (ValueError, TypeError, KeyError, IndexError, zlib.error) as exc:
         raise ValueError(f"malformed {ZLIB_COLUMNS} data: {exc}") from exc

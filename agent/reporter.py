@@ -17,7 +17,7 @@ from enum import StrEnum
 from agent.config import IgnitionDetectSection, MotionDetectSection, ReportSection
 from agent.detectors.motion import MotionTracker
 from agent.geofence import distance_m
-from drivers.samples import GNSSFix, Sample
+from drivers.samples import FixQuality, GNSSFix, Sample
 
 
 class ReportReason(StrEnum):
@@ -45,6 +45,7 @@ class Position:
     hdop: float | None
     sats: int | None
     reason: ReportReason
+    estimated: bool = False  # a dead-reckoning fix (GGA quality 6, RMC mode E), not measured
 
 
 def position_from_fix(fix: GNSSFix, reason: ReportReason) -> Position:
@@ -59,6 +60,7 @@ def position_from_fix(fix: GNSSFix, reason: ReportReason) -> Position:
         hdop=fix.hdop,
         sats=fix.sats,
         reason=reason,
+        estimated=fix.quality is FixQuality.ESTIMATED,
     )
 
 

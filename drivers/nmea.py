@@ -509,6 +509,7 @@ class NMEADecoder:
         sats: int | None = None
         soft = self._soft  # optional values: a rejected one is counted and becomes None
         quality: FixQuality | None = None
+        rmc_estimated = False
         gsa_mode = 0
         try:
             if rmc is not None:
@@ -516,6 +517,7 @@ class NMEADecoder:
                     raise _RejectedValueError("short RMC")
                 if reason is None and len(rmc) > 12 and rmc[12][:1] == "N":
                     reason = NoFixReason.RMC_MODE_N
+                rmc_estimated = len(rmc) > 12 and rmc[12][:1] == "E"
                 lat = _parse_coord(rmc[3], rmc[4], 90)
                 lon = _parse_coord(rmc[5], rmc[6], 180)
                 knots = soft(_opt_float, rmc[7], 0.0, MAX_SPEED_MPS / KNOTS_TO_MPS)
@@ -536,6 +538,10 @@ class NMEADecoder:
                 sats = soft(_opt_int, gga[7], 0, 99)
                 hdop = soft(_opt_float, gga[8], 0.0, MAX_DOP)
                 alt_m = soft(_opt_float, gga[9], MIN_ALT_M, MAX_ALT_M)
+            if rmc_estimated:
+                # RMC's mode E (dead reckoning) outranks whatever GGA claims: an extrapolated
+                # position is flagged as such downstream, never taken for a measured one.
+                quality = FixQuality.ESTIMATED
             for g in gsa:
                 mode = soft(_opt_int, g[2], 1, 3) if len(g) >= 17 else None
                 if mode is None:

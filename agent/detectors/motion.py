@@ -24,7 +24,7 @@ from enum import StrEnum
 
 from agent.config import IgnitionDetectSection, MotionDetectSection
 from agent.geofence import EARTH_RADIUS_M, distance_m
-from drivers.samples import GNSSFix, IgnitionSample, OBDReading, Sample
+from drivers.samples import FixQuality, GNSSFix, IgnitionSample, OBDReading, Sample
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,6 +381,8 @@ class MotionTracker:
             return
         if fix.hdop is not None and not fix.hdop <= self._s.gnss_max_hdop:
             return
+        if fix.quality is FixQuality.ESTIMATED and not self._s.use_estimated_fixes:
+            return  # extrapolated, not measured: no trip, speeding or harsh event from it
         if self._last_fix_ts is not None and fix.ts_mono <= self._last_fix_ts:
             return  # time ran backwards or repeated: positions and speeds need order
         self._last_fix_ts = fix.ts_mono

@@ -52,6 +52,7 @@ def test_the_documented_decoder_reads_what_the_device_sends(
     records = drive_records(250, first_seq=77, interval_s=interval_s)
     records[3].pop("alt_m")
     records[4]["time_source"] = "system"
+    records[5]["fix"] = "estimated"
     for i in range(0, 250, 100):
         payload = enc.position_batch(records[i : i + 100], historical=True).payload
         assert payload["encoding"] == "zlib-columns-v1"

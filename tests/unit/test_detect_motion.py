@@ -145,6 +145,21 @@ def test_gnss_speed_changes_beyond_max_accel_are_multipath(
     assert chain.motion.speed_kmh == pytest.approx(speed_after * 3.6 if accepted else 18.0)
 
 
+@pytest.mark.parametrize("use_estimated", [False, True])
+def test_dead_reckoning_fixes_drive_nothing_unless_allowed(use_estimated: bool) -> None:
+    # A receiver extrapolating (GGA quality 6): the same drive, every fix marked estimated.
+    fixes = [dataclasses.replace(f, quality=FixQuality.ESTIMATED) for f in _east(6.0, 5.0)]
+    chain = build_detectors(
+        config(motion={"use_estimated_fixes": use_estimated}), GeofenceSet()
+    )
+    _feed(chain, list(fixes))
+    speed = chain.motion.speed_kmh
+    assert (speed is not None and speed > 5.0) == use_estimated
+    assert (chain.motion.fix is fixes[-1]) == use_estimated
+    # Measured fixes of the same drive move it with the default configuration.
+    assert _gnss_moving(list(_east(6.0, 5.0)))
+
+
 @pytest.mark.parametrize(("age_s", "source"), [(2.4, "gnss"), (2.6, None)])
 def test_gnss_speed_goes_stale_after_gnss_speed_max_age_s(age_s: float, source: str | None) -> None:
     chain = _chain()

@@ -21,8 +21,10 @@ from agent.encoder import (
     encode_columns,
 )
 from agent.events import Event, EventType
+from agent.reporter import ReportReason, position_from_fix
 from agent.sequence import SequenceCounter
 from agent.timebase import TimeBase, iso
+from drivers.samples import FixMode, FixQuality, GNSSFix
 
 EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -69,6 +71,8 @@ def records(draw: st.DrawFn) -> list[dict[str, object]]:
         rec["reason"] = draw(st.sampled_from(["interval", "distance", "heading", "every_fix"]))
         if draw(st.booleans()):
             rec["time_source"] = "system"
+        if draw(st.integers(0, 3)) == 0:
+            rec["fix"] = "estimated"
         out.append(rec)
     return out
 
@@ -122,6 +126,31 @@ def test_position_batches_match_the_schema_in_both_encodings(tmp_path: Path, enc
     assert batch_records(msg.payload) == recs
     assert msg.payload["seq"] == recs[0]["seq"] and msg.payload["seq_last"] == recs[-1]["seq"]
     assert ("encoding" in msg.payload) is (encoding == "zlib")
+
+
+@pytest.mark.parametrize("encoding", ["json", "zlib"])
+def test_a_dead_reckoning_fix_is_marked_estimated_on_the_wire(
+    tmp_path: Path, encoding: str
+) -> None:
+    enc = encoder(tmp_path, encoding)
+    fixes = [
+        GNSSFix(float(k), EPOCH + dt.timedelta(seconds=k), 52.5, 13.4 + k * 1e-4, 30.0, 10.0,
+                90.0, FixMode.FIX_3D, quality, 9, 0.9)
+        for k, quality in enumerate([FixQuality.GPS, FixQuality.ESTIMATED, FixQuality.DGPS])
+    ]
+    recs = [
+        enc.position_record(position_from_fix(f, ReportReason.EVERY_FIX)) for f in fixes
+    ]
+    assert [r.get("fix") for r in recs] == [None, "estimated", None]
+    msg = enc.position_batch(recs, historical=False)
+    assert ("encoding" in msg.payload) is (encoding == "zlib")
+    assert problems(msg.topic, msg.payload) == []
+    assert batch_records(msg.payload) == recs
+    live = {**recs[1], "schema": "live/1", "device_id": "van-7", "boot_id": "boot-1",
+            "time_source": "gnss"}
+    assert problems("fleet/v1/van-7/live", live) == []
+    # The field has one value: anything else is a contract violation a backend can catch.
+    assert problems("fleet/v1/van-7/live", {**live, "fix": "measured"}) != []
 
 
 def test_compressed_batch_is_much_smaller(tmp_path: Path) -> None:

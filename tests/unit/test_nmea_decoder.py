@@ -105,6 +105,23 @@ def test_stale_coordinates_in_a_void_rmc_are_no_fix() -> None:
     assert [(e.fix, e.reason) for e in epochs] == [(None, NoFixReason.RMC_VOID)]
 
 
+@pytest.mark.parametrize(
+    ("sentences", "quality"),
+    [
+        ((RMC, GGA), FixQuality.GPS),
+        ((RMC, GGA.replace(",1,08,", ",6,08,")), FixQuality.ESTIMATED),
+        # RMC's mode E outranks GGA's quality, and needs no GGA.
+        ((RMC[:-1] + "E", GGA), FixQuality.ESTIMATED),
+        ((RMC[:-1] + "E",), FixQuality.ESTIMATED),
+    ],
+)
+def test_dead_reckoning_is_a_fix_marked_estimated(
+    sentences: tuple[str, ...], quality: FixQuality
+) -> None:
+    epochs, _ = run(b"".join(frame(s) for s in sentences))
+    assert fix_of(epochs[0]).quality is quality
+
+
 def test_rmc_mode_n_is_no_fix() -> None:
     epochs, _ = run(frame(RMC[:-1] + "N"))
     assert epochs[0].reason is NoFixReason.RMC_MODE_N
