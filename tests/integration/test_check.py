@@ -20,6 +20,7 @@ import pytest
 from agent import config as agent_config
 from agent.check import GNSSTime, Status, probe_clock, probe_gnss
 from simulator.broker import Mosquitto, free_port
+from simulator.nmea import frame
 from simulator.pty import PtyDevice
 from tests.listener import Listener
 from tests.pki import CA, Issued, make_ca, make_cert, mosquitto_tls_conf
@@ -488,14 +489,11 @@ def test_gga_only_receiver_fails_the_fix_with_its_own_hint_until_the_clock_is_sy
     stop = threading.Event()
 
     def gga_only() -> None:
-        # A receiver with RMC switched off: a good 3D fix every second, times but no date.
+        # A receiver with RMC switched off: a good fix every 0.2 s, times but no date.
         while not stop.wait(0.2):
             now = dt.datetime.now(dt.UTC)
-            body = (f"GPGGA,{now:%H%M%S}.00,5130.000,N,00007.200,W,1,08,0.9,40.0,M,46.9,M,,")
-            csum = 0
-            for ch in body.encode():
-                csum ^= ch
-            dev.write(f"${body}*{csum:02X}\r\n".encode())
+            body = f"GPGGA,{now:%H%M%S}.00,5130.000,N,00007.200,W,1,08,0.9,40.0,M,46.9,M,,"
+            dev.write(frame(body).encode())
 
     t = threading.Thread(target=gga_only, daemon=True)
     t.start()
