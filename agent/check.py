@@ -128,6 +128,7 @@ def probe_gnss(
     """
     from drivers.clock import synchronized_utc
     from drivers.gnss import GNSSReceiver
+    from drivers.nmea import NoFixReason
     from drivers.samples import GNSSFix, LinkSample, Sample
 
     g = cfg.gnss
@@ -200,7 +201,7 @@ def probe_gnss(
                         f"NMEA flowing on {g.port} ({sentences} sentences)"),
             CheckResult("gnss_fix", Status.FAIL,
                         f"no fix within {waited_s:.0f} s: the receiver reports {reason}",
-                        GNSS_NO_DATE_HINT if reason == "no date yet" else GNSS_ANTENNA_HINT),
+                        GNSS_NO_DATE_HINT if reason == NoFixReason.NO_DATE else GNSS_ANTENNA_HINT),
         ], None
     no_fix = CheckResult("gnss_fix", Status.SKIP, "no NMEA from the receiver")
     if stats.get("bad_checksum", 0) > 0:

@@ -35,9 +35,10 @@ _COLUMNS: tuple[tuple[str, str, int, bool], ...] = (
     ("hdop", "hdop_d", 10, False),
     ("sats", "sats", 1, False),
 )
-_RECORD_KEYS = frozenset(
-    {"seq", "ts", "reason", "time_source", "fix", *(field for field, *_ in _COLUMNS)}
-)
+# Text fields, one plain column each: ``reason`` always, the others only when some record of the
+# batch has one (they are rare).
+_TEXT_COLUMNS = ("reason", "time_source", "fix")
+_RECORD_KEYS = frozenset({"seq", "ts", *_TEXT_COLUMNS, *(field for field, *_ in _COLUMNS)})
 
 
 class Lane(StrEnum):
@@ -205,9 +206,8 @@ def encode_columns(records: Sequence[Mapping[str, Any]]) -> str:
         ints = [None if r.get(name) is None else round(float(r[name]) * scale) for r in records]
         if any(v is not None for v in ints):
             cols[col] = _delta(ints) if delta else ints
-    cols["reason"] = [r.get("reason") for r in records]
-    for name in ("time_source", "fix"):  # rare: a column only when some record has one
-        if any(name in r for r in records):
+    for name in _TEXT_COLUMNS:
+        if name == "reason" or any(name in r for r in records):
             cols[name] = [r.get(name) for r in records]
     raw = json.dumps(cols, separators=(",", ":")).encode()
     return base64.b64encode(zlib.compress(raw, 9)).decode("ascii")
@@ -230,10 +230,8 @@ def decode_columns(data: str) -> list[dict[str, Any]]:
                 if len(values) != n:
                     raise ValueError(f"column {col} has {len(values)} values, not {n}")
                 columns.append((name, scale, values))
-        reasons = cols.get("reason", [None] * n)
-        sources = cols.get("time_source", [None] * n)
-        fixes = cols.get("fix", [None] * n)
-        if len(reasons) != n or len(sources) != n or len(fixes) != n:
+        texts = [(name, cols.get(name, [None] * n)) for name in _TEXT_COLUMNS]
+        if any(len(values) != n for _, values in texts):
             raise ValueError("column length differs from n")
         for i in range(n):
             ms = times[i]
@@ -245,12 +243,9 @@ def decode_columns(data: str) -> list[dict[str, Any]]:
                 v = values[i]
                 if v is not None:
                     rec[name] = v if scale == 1 else round(v / scale, len(str(scale)) - 1)
-            if reasons[i] is not None:
-                rec["reason"] = reasons[i]
-            if sources[i] is not None:
-                rec["time_source"] = sources[i]
-            if fixes[i] is not None:
-                rec["fix"] = fixes[i]
+            for name, values in texts:
+                if values[i] is not None:
+                    rec[name] = values[i]
             records.append(rec)
     except (ValueError, TypeError, KeyError, IndexError, zlib.error) as exc:
         raise ValueError(f"malformed {ZLIB_COLUMNS} data: {exc}") from exc

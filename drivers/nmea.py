@@ -178,6 +178,10 @@ def _opt_int(value: str, lo: int, hi: int) -> int | None:
     return i
 
 
+def _midnight_utc(date: dt.date) -> dt.datetime:
+    return dt.datetime(date.year, date.month, date.day, tzinfo=dt.UTC)
+
+
 def _parse_date(text: str) -> dt.date:
     """ddmmyy -> date; two-digit years are 20yy, as in gpsd."""
     if len(text) != 6 or not text.isdigit():
@@ -515,9 +519,10 @@ class NMEADecoder:
             if rmc is not None:
                 if len(rmc) < 10:
                     raise _RejectedValueError("short RMC")
-                if reason is None and len(rmc) > 12 and rmc[12][:1] == "N":
+                mode_indicator = rmc[12][:1] if len(rmc) > 12 else ""  # NMEA 2.3 and later
+                if reason is None and mode_indicator == "N":
                     reason = NoFixReason.RMC_MODE_N
-                rmc_estimated = len(rmc) > 12 and rmc[12][:1] == "E"
+                rmc_estimated = mode_indicator == "E"
                 lat = _parse_coord(rmc[3], rmc[4], 90)
                 lon = _parse_coord(rmc[5], rmc[6], 180)
                 knots = soft(_opt_float, rmc[7], 0.0, MAX_SPEED_MPS / KNOTS_TO_MPS)
@@ -625,8 +630,7 @@ class NMEADecoder:
             self._date, self._date_tod_ms = self._date + dt.timedelta(days=1), tod_ms
         else:
             self._date_tod_ms = tod_ms
-        midnight = dt.datetime(self._date.year, self._date.month, self._date.day, tzinfo=dt.UTC)
-        return midnight + dt.timedelta(milliseconds=tod_ms)
+        return _midnight_utc(self._date) + dt.timedelta(milliseconds=tod_ms)
 
     def _hinted_date(self, tod_ms: int) -> dt.date | None:
         """The date a synchronized clock gives this time of day: of the day before, the day
@@ -638,10 +642,7 @@ class NMEADecoder:
         now = now.astimezone(dt.UTC)
         tod = dt.timedelta(milliseconds=tod_ms)
         days = [now.date() + dt.timedelta(days=k) for k in (-1, 0, 1)]
-        date = min(
-            days,
-            key=lambda d: abs(dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC) + tod - now),
-        )
+        date = min(days, key=lambda d: abs(_midnight_utc(d) + tod - now))
         if not self._date_floor <= date <= self._date_ceiling:
             return None  # a clock outside what the decoder accepts from receivers is no help
         logger.info("GNSS date %s taken from the synchronized system clock (no RMC or ZDA)", date)
